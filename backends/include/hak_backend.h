@@ -1,0 +1,25 @@
+/* hak_backend.h — the OS-memory primitive every backend implements: reserve, commit, decommit, release. */
+#ifndef HAK_BACKEND_H
+#define HAK_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Reserves `size` bytes of address space aligned to `align` (a power of two,
+ * at least 4 KiB). With `commit` the range is also readable and writable.
+ * Returns NULL (errno ENOMEM) when the OS refuses. Fresh memory reads as 0. */
+void *hk_os_reserve(size_t size, size_t align, bool commit);
+/* Makes a reserved range usable; false when the OS refuses (ENOMEM). */
+bool hk_os_commit(void *p, size_t size);
+/* Gives the physical pages back now (RSS drops); the range stays usable and
+ * reads as zero afterwards. */
+void hk_os_decommit(void *p, size_t size);
+/* Returns the range to the OS entirely. */
+void hk_os_release(void *p, size_t size);
+/* Grows or shrinks a committed mapping in place; false if it cannot. */
+bool hk_os_resize(void *p, size_t old_size, size_t new_size);
+/* Moves a committed mapping's pages to `dst` (a reserved range of new_size),
+ * without copying bytes; false if it cannot. */
+bool hk_os_move(void *p, size_t old_size, void *dst, size_t new_size);
+
+#endif /* HAK_BACKEND_H */

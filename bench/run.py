@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""Benchmark runner for hakmem: builds bench/*.c, runs every workload under every allocator
+(interleaved, LD_PRELOAD), and writes results.csv, summary.md, machine.txt and plot.png.
+
+Python 3 standard library only. See bench/README.md.
+"""
+import argparse
+import csv
+import datetime
+import glob
+import math
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_DIR = os.path.dirname(BENCH_DIR)
+CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
+          "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
+PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc"]
+
+# Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs).
+PEERS = [
+    ("jemalloc", ["libjemalloc.so.2"]),
+    ("mimalloc", ["libmimalloc.so.2"]),
+    ("tcmalloc", ["libtcmalloc_minimal.so.4"]),
+]
+LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib",
+            "/usr/local/lib"]
+
+# Workloads: (name, program, default args, quick args).  Iteration counts are tuned so that
+# one run takes roughly 0.1-1 s on a 2-core VM; a full default run stays well under 8 min.
+# bench_loop: min max slots iterations
+# bench_threads: threads slots_per_thread iterations_per_thread (total ops kept constant)
+# bench_prodcons: items min max;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
+WORKLOADS = [
+    ("loop_8_64",             "bench_loop",     [8, 64, 64, 50_000_000],          [8, 64, 64, 10_000_000]),
+    ("loop_8_1024",           "bench_loop",     [8, 1024, 64, 50_000_000],        [8, 1024, 64, 10_000_000]),
+    ("loop_1024_32768",       "bench_loop",     [1024, 32768, 64, 4_000_000],     [1024, 32768, 64, 1_000_000]),
+    ("loop_8192_32768",       "bench_loop",     [8192, 32768, 64, 4_000_000],     [8192, 32768, 64, 1_000_000]),
+    ("loop_32769_1048576",    "bench_loop",     [32769, 1048576, 64, 600_000],    [32769, 1048576, 64, 150_000]),
+    ("loop_1048577_8388608",  "bench_loop",     [1048577, 8388608, 64, 40_000],   [1048577, 8388608, 64, 10_000]),
+    ("threads_1",             "bench_threads",  [1, 1024, 6_000_000],             None),
+    ("threads_2",             "bench_threads",  [2, 1024, 3_000_000],             None),
+    ("threads_4",             "bench_threads",  [4, 1024, 1_500_000],             None),
+    ("prodcons",              "bench_prodcons", [3_000_000, 8, 1024],             None),
+    ("churn",                 "bench_churn",    [3000, 4, 100],                   None),
+    ("realloc",               "bench_realloc",  [6, 8 << 20, 2 << 20],            None),
+]
+
+PROBE_SRC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+/* Prints which shared object malloc resolves to (checks that an LD_PRELOAD took effect). */
+int main(void) {
+    void *(*volatile m)(size_t) = malloc;
+    Dl_info di;
+    void *p = m(16);
+    free(p);
+    if (!dladdr((void *)m, &di) || !di.dli_fname) { puts("unknown"); return 1; }
+    puts(di.dli_fname);
+    return 0;
+}
+"""
+
+
+# Why a launcher: on Linux, exec() records the *old* address space's RSS high-water mark in the
+# process' ru_maxrss, so a workload spawned straight from Python (vfork/fork + exec) reports at
+# least the runner's own ~15 MB. This tiny launcher (RSS ~1 MB, almost no anonymous memory) forks
+# and execs the workload, waits for it with wait4() and prints its rusage, so ru_maxrss is the
+# workload's own peak (floor: a few hundred KB).
+LAUNCHER_SRC = r"""
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) return 127;
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 127; }
+    if (pid == 0) { execv(argv[1], argv + 1); perror("execv"); _exit(127); }
+    int st; struct rusage ru;
+    if (wait4(pid, &st, 0, &ru) < 0) { perror("wait4"); return 127; }
+    fprintf(stderr, "\n@@launcher maxrss_kb=%ld utime_s=%ld.%06ld stime_s=%ld.%06ld\n", ru.ru_maxrss,
+            (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec, (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
+    if (WIFSIGNALED(st)) { fprintf(stderr, "killed by signal %d\n", WTERMSIG(st)); return 128 + WTERMSIG(st); }
+    return WEXITSTATUS(st);
+}
+"""
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+# ---------------------------------------------------------------------------- build
+def build(build_dir):
+    os.makedirs(build_dir, exist_ok=True)
+    cc = os.environ.get("CC", "gcc")
+    for prog in PROGRAMS:
+        src = os.path.join(BENCH_DIR, prog + ".c")
+        out = os.path.join(build_dir, prog)
+        cmd = [cc] + CFLAGS + ["-o", out, src]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(r.stderr)
+            sys.exit("build failed: " + " ".join(cmd))
+        if r.stderr.strip():
+            log(r.stderr.strip())
+    for name, src, libs in (("probe_malloc", PROBE_SRC, ["-ldl"]), ("launcher", LAUNCHER_SRC, [])):
+        c = os.path.join(build_dir, name + ".c")
+        with open(c, "w") as f:
+            f.write(src)
+        r = subprocess.run([cc, "-O2", "-o", os.path.join(build_dir, name), c] + libs,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            log(r.stderr)
+            if name == "launcher":
+                sys.exit("could not build the launcher")
+            log("warning: could not build the malloc probe; preloads are not verified")
+
+
+# ---------------------------------------------------------------------------- allocators
+def find_lib(sonames):
+    cache = sh(["ldconfig", "-p"]) or sh(["/sbin/ldconfig", "-p"])
+    for so in sonames:
+        hits = re.findall(r"^\s*" + re.escape(so) + r" \(([^)]*)\) => (\S+)$", cache, re.M)
+        hits.sort(key=lambda h: "x86-64" not in h[0])   # prefer the 64-bit entry
+        if hits and os.path.exists(hits[0][1]):
+            return hits[0][1]
+        for d in LIB_DIRS:
+            hits = sorted(glob.glob(os.path.join(d, so + "*")))
+            if hits:
+                return hits[0]
+    return None
+
+
+def probe(build_dir, preload):
+    """Return the object malloc resolves to under this preload (or None if unknown)."""
+    exe = os.path.join(build_dir, "probe_malloc")
+    if not os.path.exists(exe):
+        return None, ""
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    try:
+        r = subprocess.run([exe], capture_output=True, text=True, env=env, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+    return (r.stdout.strip() if r.returncode == 0 else "exit %d" % r.returncode), r.stderr.strip()
+
+
+def collect_allocators(args, build_dir):
+    """Ordered list of (name, preload_path_or_empty, is_hakmem)."""
+    allocs = []
+    hak = args.hakmem
+    if not hak:
+        default = os.path.join(REPO_DIR, "build", "libhakmem.so")
+        if os.path.exists(default):
+            log("hakmem: using %s (pass --hakmem PATH to choose)" % default)
+            hak = [default]
+        else:
+            log("hakmem: %s not found and no --hakmem given: skipped" % default)
+    for i, spec in enumerate(hak or []):
+        if "=" in spec and not os.path.exists(spec):
+            name, path = spec.split("=", 1)
+        else:
+            name, path = ("hakmem" if i == 0 else "hakmem%d" % (i + 1)), spec
+        path = os.path.abspath(path)
+        if not os.path.exists(path):
+            log("%s: %s does not exist: skipped" % (name, path))
+            continue
+        allocs.append((name, path, True))
+    allocs.append(("glibc", "", False))
+    for name, sonames in PEERS:
+        path = find_lib(sonames)
+        if path:
+            allocs.append((name, path, False))
+        else:
+            log("%s: %s not found (ldconfig -p, %s): skipped" % (name, "/".join(sonames), ", ".join(LIB_DIRS)))
+    if args.allocators:
+        want = [a.strip() for a in args.allocators.split(",") if a.strip()]
+        names = [a[0] for a in allocs]
+        for w in want:
+            if w not in names:
+                log("%s: requested but not available: skipped" % w)
+        allocs = [a for a in allocs if a[0] in want]
+    # Verify every preload really replaces malloc (ld.so only warns when it cannot preload).
+    ok = []
+    for name, path, is_hak in allocs:
+        where, err = probe(build_dir, path)
+        if where is None:
+            ok.append((name, path, is_hak))
+            continue
+        good = (os.path.realpath(where) == os.path.realpath(path)) if path else ("libc" in os.path.basename(where))
+        if good:
+            ok.append((name, path, is_hak))
+        else:
+            log("%s: malloc resolves to %r, not %s: skipped%s" % (name, where, path or "libc",
+                                                                 ("\n  " + err) if err else ""))
+    return ok
+
+
+# ---------------------------------------------------------------------------- running
+def read_hugetlb_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("HugetlbPages:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def parse_line(out):
+    """The workload's result line -> dict (last line that has ns_per_op=)."""
+    for line in reversed(out.splitlines()):
+        if "ns_per_op=" in line:
+            return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+    return None
+
+
+def child_pids(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def run_one(launcher, exe, argv, preload, timeout, sample_s):
+    env = dict(os.environ)
+    env.pop("LD_PRELOAD", None)
+    if preload:
+        env["LD_PRELOAD"] = preload
+    t0 = time.monotonic()
+    # The preload applies to the launcher too; it only forks/execs/waits, which every malloc
+    # must survive, and its own memory is not what is measured.
+    p = subprocess.Popen([launcher, exe] + [str(a) for a in argv], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, start_new_session=True)
+    huge = 0
+    status, ru, timed_out = 0, None, False
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            break
+        for c in child_pids(p.pid):     # HugetlbPages of the workload (RSS doesn't count them)
+            huge = max(huge, read_hugetlb_kb(c))
+        if time.monotonic() - t0 > timeout:
+            try:
+                os.killpg(p.pid, 9)
+            except OSError:
+                pass
+            _, status, ru = os.wait4(p.pid, 0)
+            timed_out = True
+            break
+        time.sleep(sample_s)
+    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4, tell Popen
+    wall = time.monotonic() - t0
+    out = p.stdout.read().decode(errors="replace")
+    err = p.stderr.read().decode(errors="replace")
+    p.stdout.close()
+    p.stderr.close()
+    m = re.search(r"@@launcher maxrss_kb=(\d+)", err)
+    maxrss = int(m.group(1)) if m else 0
+    err = re.sub(r"\n?@@launcher[^\n]*\n?", "", err)
+    res = parse_line(out) if p.returncode == 0 and not timed_out and m else None
+    return {
+        "ok": res is not None,
+        "exit": "timeout" if timed_out else p.returncode,
+        "ns_per_op": float(res["ns_per_op"]) if res else float("nan"),
+        "ops": res.get("ops", "") if res else "",
+        "elapsed_s": res.get("elapsed_s", "") if res else "",
+        "wall_s": round(wall, 4),
+        "peak_rss_kb": maxrss,
+        "hugetlb_kb": huge,
+        "line": out.strip().splitlines()[-1] if out.strip() else "",
+        "stderr": err.strip()[-300:],
+    }
+
+
+# ---------------------------------------------------------------------------- reporting
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def fmt_t(x):
+    if math.isnan(x):
+        return "—"
+    return "%.0f" % x if x >= 1000 else "%.1f" % x if x >= 10 else "%.2f" % x
+
+
+def fmt_mb(kb):
+    return "%.1f" % (kb / 1024.0) if kb < 100 * 1024 else "%.0f" % (kb / 1024.0)
+
+
+def summarize(rows, allocs, workloads):
+    """Return (markdown text, ratio tables for the plot, reference name)."""
+    names = [a[0] for a in allocs]
+    stats = {}
+    for w in workloads:
+        for a in names:
+            rs = [r for r in rows if r["workload"] == w and r["allocator"] == a]
+            good = [r for r in rs if r["ok"]]
+            t = [r["ns_per_op"] for r in good]
+            m = [r["peak_rss_kb"] + r["hugetlb_kb"] for r in good]
+            stats[w, a] = dict(n=len(rs), ok=len(good), t=median(t), tmin=min(t) if t else float("nan"),
+                               tmax=max(t) if t else float("nan"), mem=median(m) if m else float("nan"),
+                               huge=max([r["hugetlb_kb"] for r in good] or [0]))
+    # Reference: the first hakmem configuration that produced data, else glibc, else the first.
+    ref = None
+    for cand in [a[0] for a in allocs if a[2]] + ["glibc"] + names:
+        if cand in names and any(stats[w, cand]["ok"] for w in workloads):
+            ref = cand
+            break
+    tr, mr = {}, {}
+    lines = []
+    lines.append("Cells: **median ns/op** (min–max over reps) ×ratio-to-%s · median peak memory MB "
+                 "×ratio. Ratio > 1 = slower / more memory than %s. Best time per row in bold. "
+                 "Memory = ru_maxrss (+ HugetlbPages if any)." % (ref, ref))
+    lines.append("")
+    lines.append("| workload | " + " | ".join(names) + " |")
+    lines.append("|---|" + "---|" * len(names))
+    for w in workloads:
+        valid = [stats[w, a]["t"] for a in names if stats[w, a]["ok"]]
+        best = min(valid) if valid else None
+        rt = stats[w, ref]["t"] if ref else float("nan")
+        rm = stats[w, ref]["mem"] if ref else float("nan")
+        cells = []
+        for a in names:
+            s = stats[w, a]
+            if not s["ok"]:
+                cells.append("FAIL (%d runs)" % s["n"] if s["n"] else "—")
+                tr[w, a] = mr[w, a] = float("nan")
+                continue
+            tr[w, a] = s["t"] / rt if rt and not math.isnan(rt) else float("nan")
+            mr[w, a] = s["mem"] / rm if rm and not math.isnan(rm) else float("nan")
+            t = fmt_t(s["t"])
+            if s["t"] == best:
+                t = "**%s**" % t
+            cell = "%s (%s–%s) ×%.2f · %s MB ×%.2f" % (t, fmt_t(s["tmin"]), fmt_t(s["tmax"]), tr[w, a],
+                                                       fmt_mb(s["mem"]), mr[w, a])
+            if s["ok"] < s["n"]:
+                cell += " (%d/%d ok)" % (s["ok"], s["n"])
+            if s["huge"]:
+                cell += " (hugetlb %s MB)" % fmt_mb(s["huge"])
+            cells.append(cell.replace("×nan", "×?"))
+        lines.append("| %s | %s |" % (w, " | ".join(cells)))
+    # Geometric mean of the ratios over workloads where both have data.
+    cells = []
+    for a in names:
+        ts = [tr[w, a] for w in workloads if not math.isnan(tr.get((w, a), float("nan")))]
+        ms = [mr[w, a] for w in workloads if not math.isnan(mr.get((w, a), float("nan")))]
+        g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+        cells.append(("time ×%.2f · mem ×%.2f" % (g(ts), g(ms))).replace("×nan", "×?"))
+    lines.append("| *geomean ratio* | %s |" % " | ".join(cells))
+    return "\n".join(lines) + "\n", tr, mr, ref
+
+
+def machine_info(allocs, build_dir):
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu = m.group(1) if m else cpu
+    except OSError:
+        pass
+    def rd(p):
+        try:
+            with open(p) as f:
+                return f.read().strip()
+        except OSError:
+            return "n/a"
+    out = [
+        "date: %s" % datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu: %s" % cpu,
+        "cores (online): %s" % os.cpu_count(),
+        "cores (usable by this process): %d" % len(os.sched_getaffinity(0)),
+        "kernel: %s" % sh(["uname", "-r"]),
+        "glibc: %s" % (sh(["ldd", "--version"]).splitlines() or ["?"])[0],
+        "gcc: %s" % (sh([os.environ.get("CC", "gcc"), "--version"]).splitlines() or ["?"])[0],
+        "python: %s" % platform.python_version(),
+        "transparent_hugepage: %s" % rd("/sys/kernel/mm/transparent_hugepage/enabled"),
+        "nr_hugepages: %s" % rd("/proc/sys/vm/nr_hugepages"),
+        "loadavg at start: %s" % rd("/proc/loadavg"),
+        "repo commit: %s%s" % (sh(["git", "-C", REPO_DIR, "rev-parse", "--short", "HEAD"]) or "(none yet)",
+                               " (dirty work tree)" if sh(["git", "-C", REPO_DIR, "status", "--porcelain"]) else ""),
+        "cflags: %s" % " ".join(CFLAGS),
+        "",
+        "peer packages (dpkg-query -W):",
+        sh(["dpkg-query", "-W", "libjemalloc2", "libmimalloc2.0", "libtcmalloc-minimal4"]) or "n/a",
+        "",
+        "allocators:",
+    ]
+    for name, path, _ in allocs:
+        out.append("  %-10s %s" % (name, path or "(no preload: glibc malloc)"))
+    return "\n".join(out) + "\n"
+
+
+def plot(outdir, tr, mr, allocs, workloads, ref):
+    if not shutil.which("gnuplot"):
+        log("gnuplot not found: no plot.png")
+        return
+    names = [a[0] for a in allocs]
+    for fname, table in (("plot_time.dat", tr), ("plot_mem.dat", mr)):
+        with open(os.path.join(outdir, fname), "w") as f:
+            f.write("workload " + " ".join(names) + "\n")
+            for w in workloads:
+                vals = [table.get((w, a), float("nan")) for a in names]
+                f.write(w + " " + " ".join("NaN" if math.isnan(v) else "%.4f" % v for v in vals) + "\n")
+    cols = len(names)
+    script = """
+set terminal pngcairo size 1400,900 noenhanced font ",9"
+set output 'plot.png'
+set multiplot layout 2,1
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set logscale y 2
+set grid ytics
+set key outside right top
+set xtics rotate by -30
+set yrange [*:*]
+set title "time relative to {ref} (median ns/op ratio, log2; < 1 = faster)"
+plot for [i=2:{last}] 'plot_time.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
+set title "peak memory relative to {ref} (median ru_maxrss ratio, log2; < 1 = smaller)"
+plot for [i=2:{last}] 'plot_mem.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
+unset multiplot
+""".replace("{ref}", ref or "?").replace("{last}", str(cols + 1))
+    with open(os.path.join(outdir, "plot.gp"), "w") as f:
+        f.write(script)
+    r = subprocess.run(["gnuplot", "plot.gp"], cwd=outdir, capture_output=True, text=True)
+    if r.returncode != 0:
+        log("gnuplot failed:\n" + r.stderr)
+
+
+CSV_FIELDS = ["rep", "workload", "allocator", "ok", "exit", "ns_per_op", "ops", "elapsed_s", "wall_s",
+              "peak_rss_kb", "hugetlb_kb", "args", "line", "stderr"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--hakmem", action="append", metavar="[NAME=]PATH",
+                    help="hakmem shared object to preload; repeatable (default: build/libhakmem.so if present)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, --quick 3)")
+    ap.add_argument("--quick", action="store_true", help="3 reps, 1/4 iterations, single-thread loops only")
+    ap.add_argument("--only", metavar="REGEX", help="run only workloads whose name matches REGEX")
+    ap.add_argument("--allocators", metavar="A,B,C", help="subset of allocators (names as in the table)")
+    ap.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build-bench"))
+    ap.add_argument("--out", metavar="DIR", help="results dir (default bench-results/<timestamp>/)")
+    ap.add_argument("--timeout", type=float, default=120, help="seconds per run before it is killed")
+    ap.add_argument("--sample-ms", type=float, default=20, help="HugetlbPages sampling period")
+    ap.add_argument("--list", action="store_true", help="list workloads and exit")
+    args = ap.parse_args()
+
+    wl = []
+    for name, prog, dflt, quick in WORKLOADS:
+        if args.quick and quick is None:
+            continue
+        if args.only and not re.search(args.only, name):
+            continue
+        wl.append((name, prog, quick if args.quick else dflt))
+    if args.list:
+        for name, prog, a in wl:
+            print("%-22s %s %s" % (name, prog, " ".join(map(str, a))))
+        return 0
+    if not wl:
+        sys.exit("no workload matches")
+    reps = args.reps or (3 if args.quick else 5)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    outdir = os.path.abspath(args.out or os.path.join(REPO_DIR, "bench-results", stamp))
+    build_dir = os.path.abspath(args.build_dir)
+    os.makedirs(outdir, exist_ok=True)
+
+    build(build_dir)
+    allocs = collect_allocators(args, build_dir)
+    if not allocs:
+        sys.exit("no allocator available")
+    log("allocators: " + ", ".join("%s%s" % (n, " (" + p + ")" if p else "") for n, p, _ in allocs))
+    log("workloads: %s; %d reps; results -> %s" % (", ".join(w[0] for w in wl), reps, outdir))
+    with open(os.path.join(outdir, "machine.txt"), "w") as f:
+        f.write(machine_info(allocs, build_dir))
+
+    launcher = os.path.join(build_dir, "launcher")
+    rows = []
+    t_start = time.monotonic()
+    total = reps * len(wl) * len(allocs)
+    done = 0
+    with open(os.path.join(outdir, "results.csv"), "w", newline="") as fcsv:
+        wr = csv.DictWriter(fcsv, fieldnames=CSV_FIELDS)
+        wr.writeheader()
+        try:
+            for rep in range(1, reps + 1):
+                for wname, prog, argv in wl:
+                    for aname, path, _ in allocs:   # interleaved: every allocator once per rep
+                        r = run_one(launcher, os.path.join(build_dir, prog), argv, path, args.timeout,
+                                    args.sample_ms / 1000.0)
+                        r.update(rep=rep, workload=wname, allocator=aname, args=" ".join(map(str, argv)))
+                        rows.append(r)
+                        wr.writerow({k: r[k] for k in CSV_FIELDS})
+                        fcsv.flush()
+                        done += 1
+                        el = time.monotonic() - t_start
+                        status = "%s ns/op %s MB" % (fmt_t(r["ns_per_op"]), fmt_mb(r["peak_rss_kb"])) if r["ok"] \
+                            else "FAILED (exit %s) %s" % (r["exit"], r["stderr"][-120:])
+                        log("[%d/%d rep %d] %-22s %-9s %s  %.2fs  (eta %.0fs)" % (
+                            done, total, rep, wname, aname, status, r["wall_s"], el / done * (total - done)))
+        except KeyboardInterrupt:
+            log("interrupted: summarizing the runs done so far")
+    wall = time.monotonic() - t_start
+
+    names = [w[0] for w in wl]
+    md, tr, mr, ref = summarize(rows, allocs, names)
+    head = "# hakmem benchmark summary\n\n%d reps, %s, total wall time %.0f s. Machine: see machine.txt.\n\n" % (
+        reps, "quick" if args.quick else "default iterations", wall)
+    with open(os.path.join(outdir, "summary.md"), "w") as f:
+        f.write(head + md)
+    with open(os.path.join(outdir, "machine.txt"), "a") as f:
+        f.write("\nbenchmark wall time: %.1f s (%d runs)\n" % (wall, len(rows)))
+    plot(outdir, tr, mr, allocs, names, ref)
+    print(md)
+    print("results: %s (wall %.0f s)" % (outdir, wall))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+/* hak_base.h — compiler helpers, the spinlock and the fatal-error path shared by every box. */
+#ifndef HAK_BASE_H
+#define HAK_BASE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define HK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define HK_INLINE static inline __attribute__((always_inline))
+#define HK_NOINLINE __attribute__((noinline))
+#define HK_COLD __attribute__((cold, noinline))
+/* On extern data: lets the compiler address it directly, not via the GOT. */
+#define HK_HIDDEN __attribute__((visibility("hidden")))
+
+/* Address-space geometry: regions (and large mappings) are 2 MiB-aligned and
+ * tracked per 2 MiB chunk; regions are cut into 64 KiB pages. */
+#define HK_CHUNK_SHIFT 21
+#define HK_CHUNK_SIZE ((size_t)1 << HK_CHUNK_SHIFT)
+#define HK_PAGE_SHIFT 16
+#define HK_PAGE_SIZE ((size_t)1 << HK_PAGE_SHIFT)
+#define HK_PAGES_PER_CHUNK (HK_CHUNK_SIZE / HK_PAGE_SIZE)
+#define HK_OS_PAGE 4096u
+
+HK_INLINE size_t hk_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+HK_INLINE bool hk_is_pow2(size_t a) { return a && !(a & (a - 1)); }
+
+/* Test-and-test-and-set lock: critical sections here are batch moves of a
+ * few dozen pointers, shorter than a futex round trip. */
+typedef struct { volatile int v; } hk_lock_t;
+#define HK_LOCK_INIT {0}
+void hk_lock_slow(hk_lock_t *l);
+HK_INLINE void hk_lock(hk_lock_t *l)
+{
+    if (HK_LIKELY(!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE)))
+        return;
+    hk_lock_slow(l);
+}
+HK_INLINE void hk_unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
+
+/* Writes "hakmem: <kind> <op>(<ptr>)" to stderr without allocating, then
+ * aborts: hk_fatal_op("double", "free", p) -> "hakmem: double free(0x…)". */
+__attribute__((noreturn, cold)) void hk_fatal_op(const char *kind, const char *op, const void *p);
+/* Writes one "hakmem: <msg>" line to stderr without allocating. */
+void hk_log(const char *msg);
+
+#endif /* HAK_BASE_H */

@@ -1,0 +1,267 @@
+/* api.c — the public entry points: routing by size to Box 1, medium spans or the large path, and their edge cases. */
+#include "hakmem.h"
+#include "front_internal.h"
+#include "hak_tls.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- allocation --------------------------------------------------------- */
+
+static HK_NOINLINE void *small_miss(unsigned c)
+{
+    hk_init();
+    void *p = hk_tls_refill(c);
+    if (!p)
+        errno = ENOMEM;
+    return p;
+}
+
+/* Medium or large; *zeroed tells calloc whether the memory is known zero. */
+static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
+{
+    hk_init();
+    if (n > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (n <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE)
+        return hk_medium_alloc(n, zeroed);
+    return hk_large_alloc(n, align, zeroed);
+}
+
+HK_INLINE void *alloc(size_t n)
+{
+    if (HK_LIKELY(n <= HK_SMALL_MAX)) {
+        unsigned c = hk_size_class(n);
+        void *p = hk_tls_pop(c);
+        if (HK_LIKELY(p != NULL))
+            return p;
+        return small_miss(c);
+    }
+    bool zeroed;
+    return big_alloc(n, 0, &zeroed);
+}
+
+void *hak_malloc(size_t n) { return alloc(n); }
+
+void *hak_calloc(size_t nmemb, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (n <= HK_SMALL_MAX) {
+        void *p = alloc(n);
+        if (p)
+            memset(p, 0, n);
+        return p;
+    }
+    bool zeroed;
+    void *p = big_alloc(n, 0, &zeroed);
+    if (p && !zeroed)
+        memset(p, 0, n); /* fresh pages are zero already: no second pass */
+    return p;
+}
+
+/* Alignment is a power of two. Power-of-two slab classes are naturally
+ * aligned (slabs start on 64 KiB boundaries), so no block is ever offset. */
+static void *aligned(size_t align, size_t n)
+{
+    if (align <= 16)
+        return alloc(n);
+    size_t want = n > align ? n : align;
+    if (want <= HK_SMALL_MAX)
+        return alloc((size_t)1 << (64 - __builtin_clzll(want - 1)));
+    bool zeroed;
+    return big_alloc(n, align, &zeroed);
+}
+
+int hak_posix_memalign(void **out, size_t align, size_t n)
+{
+    if (align < sizeof(void *) || !hk_is_pow2(align))
+        return EINVAL;
+    int saved = errno;
+    void *p = aligned(align, n);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+/* C17 (DR 460) and newer glibc: a non-power-of-two alignment fails with
+ * EINVAL; glibc 2.36 rounded it up. Any size is accepted. */
+void *hak_aligned_alloc(size_t align, size_t n)
+{
+    if (!hk_is_pow2(align)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return aligned(align, n);
+}
+
+/* memalign is glibc's: a non-power-of-two alignment is rounded up. */
+void *hak_memalign(size_t align, size_t n)
+{
+    if (align > ((size_t)1 << 62)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!hk_is_pow2(align))
+        align = align < 2 ? 1 : (size_t)1 << (64 - __builtin_clzll(align - 1));
+    return aligned(align, n);
+}
+
+void *hak_valloc(size_t n) { return aligned(HK_OS_PAGE, n); }
+
+void *hak_pvalloc(size_t n)
+{
+    if (n > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return aligned(HK_OS_PAGE, hk_align_up(n ? n : 1, HK_OS_PAGE));
+}
+
+/* ---- free and size queries --------------------------------------------- */
+
+/* Block size of the small block p, aborting on a pointer that is not one. */
+static size_t small_check(hk_page_t *pg, const void *p, const char *op)
+{
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p)))
+        hk_fatal_op("invalid", op, p);
+    return hk_class_size[pg->cls];
+}
+
+static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
+{
+    if (ch->kind == HK_CHUNK_REGION)
+        hk_medium_free(ch, p);
+    else
+        hk_large_free(ch, p, "free");
+}
+
+/* Not noreturn on purpose: free() then reaches them by a tail jump and
+ * needs no stack frame on its hit path. */
+static HK_NOINLINE HK_COLD void free_invalid(void *p)
+{
+    if (p)
+        hk_fatal_op("invalid", "free", p);
+}
+static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
+
+void hak_free(void *p)
+{
+    hk_chunk_t *ch = hk_chunk_of(p);
+    if (HK_UNLIKELY(ch == NULL)) {
+        free_invalid(p); /* NULL included */
+        return;
+    }
+    hk_page_t *pg = hk_page_of(ch, p);
+    unsigned c = pg->cls;
+    if (HK_UNLIKELY(c == 0)) {
+        free_big(ch, p);
+        return;
+    }
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p))) {
+        free_invalid(p);
+        return;
+    }
+    if (HK_UNLIKELY(hk_tls_is_tagged(p))) {
+        free_double(p);
+        return;
+    }
+    if (HK_UNLIKELY(!hk_tls_push(c, p)))
+        hk_tls_overflow(c, p);
+}
+
+static size_t usable(void *p, const char *op)
+{
+    hk_chunk_t *ch = hk_chunk_of(p);
+    if (!ch)
+        hk_fatal_op("invalid", op, p);
+    hk_page_t *pg = hk_page_of(ch, p);
+    if (pg->cls)
+        return small_check(pg, p, op);
+    if (ch->kind == HK_CHUNK_REGION)
+        return hk_medium_usable(ch, p);
+    return hk_large_usable(ch, p, op);
+}
+
+size_t hak_malloc_usable_size(void *p) { return p ? usable(p, "malloc_usable_size") : 0; }
+
+void *hak_realloc(void *p, size_t n)
+{
+    if (!p)
+        return alloc(n);
+    if (n == 0) { /* glibc: frees and returns NULL (documented in docs/api.md) */
+        hak_free(p);
+        return NULL;
+    }
+    size_t old = usable(p, "realloc");
+    if (n <= old && n >= old / 2)
+        return p;
+    if (n > PTRDIFF_MAX) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX) {
+        hk_chunk_t *ch = hk_chunk_of(p);
+        if (ch->kind == HK_CHUNK_LARGE) {
+            void *q = hk_large_resize(ch, p, n);
+            if (q)
+                return q;
+        }
+    }
+    void *q = alloc(n);
+    if (!q)
+        return NULL; /* the old block stays valid */
+    memcpy(q, p, n < old ? n : old);
+    hak_free(p);
+    return q;
+}
+
+void *hak_reallocarray(void *p, size_t nmemb, size_t size)
+{
+    size_t n;
+    if (__builtin_mul_overflow(nmemb, size, &n)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return hak_realloc(p, n);
+}
+
+int hak_malloc_trim(size_t pad)
+{
+    (void)pad;
+    hk_init();
+    hk_tls_drain();
+    size_t given = hk_refill_trim();
+    given += hk_large_trim();
+    return given != 0;
+}
+
+/* ---- the standard names ------------------------------------------------- */
+#if HK_OVERRIDE
+/* The standard names are aliases (one body, no extra call); the malloc
+ * attribute of the hak_ twins is a promise the aliases need not repeat. */
+#pragma GCC diagnostic ignored "-Wmissing-attributes"
+#define HK_ALIAS(name, target) \
+    extern __typeof(target) name __attribute__((alias(#target), visibility("default")))
+HK_ALIAS(malloc, hak_malloc);
+HK_ALIAS(free, hak_free);
+HK_ALIAS(calloc, hak_calloc);
+HK_ALIAS(realloc, hak_realloc);
+HK_ALIAS(reallocarray, hak_reallocarray);
+HK_ALIAS(posix_memalign, hak_posix_memalign);
+HK_ALIAS(aligned_alloc, hak_aligned_alloc);
+HK_ALIAS(memalign, hak_memalign);
+HK_ALIAS(valloc, hak_valloc);
+HK_ALIAS(pvalloc, hak_pvalloc);
+HK_ALIAS(malloc_usable_size, hak_malloc_usable_size);
+HK_ALIAS(malloc_trim, hak_malloc_trim);
+#endif

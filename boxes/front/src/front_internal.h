@@ -1,0 +1,30 @@
+/* front_internal.h — what the front's files share: the large path and process initialisation. */
+#ifndef HK_FRONT_INTERNAL_H
+#define HK_FRONT_INTERNAL_H
+
+#include "hak_front.h"
+#include "hak_refill.h"
+
+/* Large blocks (> 1 MiB, or aligned beyond what slabs and spans give):
+ * their own 2 MiB-aligned mapping with the header in its first 4 KiB. */
+void *hk_large_alloc(size_t n, size_t align, bool *zeroed);
+void hk_large_free(hk_chunk_t *ch, void *p, const char *op);
+size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
+/* Resizes in place or by moving pages (no copy); NULL if it cannot. */
+void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
+size_t hk_large_trim(void);
+void hk_large_stats(size_t *bytes, size_t *count);
+void hk_large_lock(void);
+void hk_large_unlock(void);
+
+/* Runs the process-wide setup once; cheap to call from every slow path. */
+void hk_init_slow(void);
+extern int hk_init_state;
+HK_INLINE void hk_init(void)
+{
+    if (HK_UNLIKELY(__atomic_load_n(&hk_init_state, __ATOMIC_ACQUIRE) != 2))
+        hk_init_slow();
+}
+extern bool hk_verbose;
+
+#endif

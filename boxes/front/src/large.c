@@ -1,0 +1,185 @@
+/* large.c — blocks above 1 MiB: one mapping each, a small cache of freed mappings, and mremap growth. */
+#include "front_internal.h"
+#include "hak_backend.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define HDR HK_OS_PAGE              /* header page before the user pointer */
+#define CACHE_SLOTS 8
+#define CACHE_MAX_BYTES ((size_t)64 << 20)
+
+static hk_lock_t large_lock = HK_LOCK_INIT;
+static hk_chunk_t *cache[CACHE_SLOTS]; /* oldest first */
+static unsigned cache_n;
+static size_t cache_bytes, live_bytes, live_count;
+
+void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
+{
+    size_t off = align <= HDR ? HDR : align;
+    if (n > (size_t)PTRDIFF_MAX - off - HK_CHUNK_SIZE) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    size_t total = hk_align_up(off + n, HK_CHUNK_SIZE);
+    hk_lock(&large_lock);
+    if (off == HDR) {
+        /* Best fit among cached mappings, wasting at most half. */
+        int best = -1;
+        for (unsigned i = 0; i < cache_n; i++) {
+            size_t m = cache[i]->map_size;
+            if (m >= total && m / 2 <= total && (best < 0 || m < cache[best]->map_size))
+                best = (int)i;
+        }
+        if (best >= 0) {
+            hk_chunk_t *ch = cache[best];
+            memmove(&cache[best], &cache[best + 1], (cache_n - (unsigned)best - 1) * sizeof *cache);
+            cache_n--;
+            cache_bytes -= ch->map_size;
+            live_bytes += ch->map_size;
+            live_count++;
+            ch->kind = HK_CHUNK_LARGE;
+            hk_unlock(&large_lock);
+            *zeroed = false;
+            return ch->user;
+        }
+    }
+    hk_unlock(&large_lock);
+    hk_chunk_t *ch = hk_os_reserve(total, align > HK_CHUNK_SIZE ? align : HK_CHUNK_SIZE, true);
+    if (!ch)
+        return NULL;
+    ch->magic = HK_CHUNK_MAGIC;
+    ch->kind = HK_CHUNK_LARGE;
+    ch->user = (char *)ch + off;
+    ch->map_size = total;
+    if (!hk_pagemap_set(ch, total, ch)) {
+        hk_os_release(ch, total);
+        errno = ENOMEM;
+        return NULL;
+    }
+    hk_lock(&large_lock);
+    live_bytes += total;
+    live_count++;
+    hk_unlock(&large_lock);
+    *zeroed = true;
+    return ch->user;
+}
+
+static void check(hk_chunk_t *ch, const void *p, const char *op)
+{
+    if (ch->kind == HK_CHUNK_LARGE && ch->user == p)
+        return;
+    hk_fatal_op(ch->kind == HK_CHUNK_LARGE_FREE && ch->user == p ? "double" : "invalid", op, p);
+}
+
+static void unmap(hk_chunk_t *ch)
+{
+    size_t size = ch->map_size;
+    hk_pagemap_set(ch, size, NULL);
+    hk_os_release(ch, size);
+}
+
+void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
+{
+    hk_chunk_t *evict[CACHE_SLOTS + 1];
+    unsigned nevict = 0;
+    hk_lock(&large_lock);
+    check(ch, p, op);
+    live_bytes -= ch->map_size;
+    live_count--;
+    if (ch->user == (char *)ch + HDR && ch->map_size <= CACHE_MAX_BYTES / 2) {
+        ch->kind = HK_CHUNK_LARGE_FREE; /* stays mapped: a second free is seen */
+        if (cache_n == CACHE_SLOTS) {
+            evict[nevict++] = cache[0];
+            cache_bytes -= cache[0]->map_size;
+            memmove(&cache[0], &cache[1], (CACHE_SLOTS - 1) * sizeof *cache);
+            cache_n--;
+        }
+        cache[cache_n++] = ch;
+        cache_bytes += ch->map_size;
+        while (cache_bytes > CACHE_MAX_BYTES) {
+            evict[nevict++] = cache[0];
+            cache_bytes -= cache[0]->map_size;
+            memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
+            cache_n--;
+        }
+    } else {
+        evict[nevict++] = ch;
+    }
+    hk_unlock(&large_lock);
+    for (unsigned i = 0; i < nevict; i++)
+        unmap(evict[i]);
+}
+
+size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op)
+{
+    check(ch, p, op);
+    return ch->map_size - (size_t)(ch->user - (char *)ch);
+}
+
+void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
+{
+    size_t off = (size_t)(ch->user - (char *)ch);
+    if (n > (size_t)PTRDIFF_MAX - off - HK_CHUNK_SIZE)
+        return NULL;
+    size_t old = ch->map_size, total = hk_align_up(off + n, HK_CHUNK_SIZE);
+    if (total == old)
+        return p;
+    if (total < old) {
+        hk_pagemap_set((char *)ch + total, old - total, NULL);
+        hk_os_resize(ch, old, total);
+    } else if (hk_os_resize(ch, old, total)) {
+        if (!hk_pagemap_set((char *)ch + old, total - old, ch)) {
+            hk_os_resize(ch, total, old);
+            return NULL;
+        }
+    } else {
+        hk_chunk_t *dst = hk_os_reserve(total, HK_CHUNK_SIZE, false);
+        if (!dst)
+            return NULL;
+        if (!hk_pagemap_set(dst, total, dst)) {
+            hk_os_release(dst, total);
+            return NULL;
+        }
+        if (!hk_os_move(ch, old, dst, total)) {
+            hk_pagemap_set(dst, total, NULL);
+            hk_os_release(dst, total);
+            return NULL;
+        }
+        hk_pagemap_set(ch, old, NULL); /* the source range is gone */
+        ch = dst;
+        ch->user = (char *)ch + off;
+    }
+    hk_lock(&large_lock);
+    live_bytes += total - old; /* wraps correctly when shrinking */
+    hk_unlock(&large_lock);
+    ch->map_size = total;
+    return ch->user;
+}
+
+size_t hk_large_trim(void)
+{
+    hk_chunk_t *evict[CACHE_SLOTS];
+    size_t given = cache_bytes;
+    hk_lock(&large_lock);
+    unsigned n = cache_n;
+    memcpy(evict, cache, n * sizeof *cache);
+    given = cache_bytes;
+    cache_n = 0;
+    cache_bytes = 0;
+    hk_unlock(&large_lock);
+    for (unsigned i = 0; i < n; i++)
+        unmap(evict[i]);
+    return given;
+}
+
+void hk_large_stats(size_t *bytes, size_t *count)
+{
+    hk_lock(&large_lock);
+    *bytes = live_bytes + cache_bytes;
+    *count = live_count + cache_n;
+    hk_unlock(&large_lock);
+}
+
+void hk_large_lock(void) { hk_lock(&large_lock); }
+void hk_large_unlock(void) { hk_unlock(&large_lock); }

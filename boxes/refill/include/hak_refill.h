@@ -1,0 +1,112 @@
+/* hak_refill.h — Box 2: regions and slabs, batch refill and flush, the central exchange and the page map. */
+#ifndef HAK_REFILL_H
+#define HAK_REFILL_H
+
+#include "hak_base.h"
+#include "hak_front.h"
+
+enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 3 };
+enum { HK_CHUNK_REGION = 1, HK_CHUNK_LARGE = 2, HK_CHUNK_LARGE_FREE = 3 };
+#define HK_CHUNK_MAGIC 0x68616b6dU /* "hakm" */
+
+/* One 64 KiB page of a region. Every page of a span carries cls, kind, first
+ * and start, so free() needs no second lookup; slab state lives on the span's
+ * first page. */
+typedef struct hk_page {
+    uint8_t cls;        /* slab class, 0 otherwise: the free() fast test */
+    uint8_t kind;       /* HK_PAGE_* */
+    uint8_t first;      /* index of the span's first page */
+    uint8_t npages;     /* span length (first page) */
+    uint32_t used;      /* slab: blocks handed out of the slab (first page) */
+    uint64_t divmagic;  /* slab: 2^64/size + 1, for the block-start test */
+    uintptr_t start;    /* span start address */
+    void *free;         /* slab: blocks returned to the slab */
+    char *bump, *end;   /* slab: not yet carved */
+    struct hk_page *next, *prev; /* slab: class partial list */
+    uint32_t capacity;  /* slab: blocks in the span */
+    uint8_t on_partial;
+    uint8_t pad[3];
+} hk_page_t;
+
+typedef struct hk_chunk {
+    uint32_t magic;
+    uint8_t kind; /* HK_CHUNK_* */
+    uint8_t pad[3];
+    hk_page_t page[HK_PAGES_PER_CHUNK]; /* all zero for large mappings */
+    /* region state */
+    uint32_t free_pages;  /* bit i: page i is free */
+    uint32_t dirty_pages; /* bit i: page i may hold non-zero bytes */
+    struct hk_chunk *next_region;
+    /* large-mapping state */
+    char *user;       /* the pointer malloc returned */
+    size_t map_size;  /* bytes mapped from the chunk base */
+} hk_chunk_t;
+
+/* The page map: 2 MiB chunk number -> owning header, two levels, leaves
+ * mapped on first use. Covers the 47-bit user address space. */
+#define HK_MAP_TOP_BITS 13
+#define HK_MAP_LEAF_BITS (47 - HK_CHUNK_SHIFT - HK_MAP_TOP_BITS)
+extern HK_HIDDEN hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
+
+/* The header owning p, or NULL if hakmem never mapped p's chunk (NULL too). */
+HK_INLINE hk_chunk_t *hk_chunk_of(const void *p)
+{
+    uintptr_t chunk = (uintptr_t)p >> HK_CHUNK_SHIFT;
+    uintptr_t top = chunk >> HK_MAP_LEAF_BITS;
+    if (HK_UNLIKELY(top >= (1u << HK_MAP_TOP_BITS)))
+        return NULL;
+    hk_chunk_t **leaf = __atomic_load_n(&hk_pagemap[top], __ATOMIC_RELAXED);
+    if (HK_UNLIKELY(leaf == NULL))
+        return NULL;
+    return __atomic_load_n(&leaf[chunk & ((1u << HK_MAP_LEAF_BITS) - 1)], __ATOMIC_RELAXED);
+}
+
+HK_INLINE hk_page_t *hk_page_of(hk_chunk_t *ch, const void *p)
+{
+    return &ch->page[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
+}
+
+/* True when p is the start of a block of its slab (one multiply, no division). */
+HK_INLINE bool hk_slab_is_block_start(const hk_page_t *pg, const void *p)
+{
+    uint64_t off = (uint64_t)((uintptr_t)p - pg->start);
+    return off * pg->divmagic <= pg->divmagic - 1;
+}
+
+/* Thread-cache exchange. take: fills *head with a NULL-terminated list of up
+ * to `want` blocks of class c, returns how many (0: out of memory).
+ * give: takes back a NULL-terminated list of n blocks. */
+unsigned hk_refill_take(unsigned c, unsigned want, void **head);
+void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
+/* Global path for threads without a cache (exited): one block at a time. */
+void *hk_refill_alloc_one(unsigned c);
+void hk_refill_free_one(unsigned c, void *p);
+
+/* Medium blocks (32 KiB..1 MiB): whole 64 KiB-page spans. *zeroed tells
+ * whether the span is known to read as zero. */
+void *hk_medium_alloc(size_t n, bool *zeroed);
+void hk_medium_free(hk_chunk_t *ch, void *p); /* aborts on a bad pointer */
+size_t hk_medium_usable(hk_chunk_t *ch, const void *p);
+
+/* Page-map registration for the large path: [base, base+size) -> ch. */
+bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);
+
+/* Drains the central exchange into slabs, frees empty slabs and regions and
+ * decommits free pages. Returns bytes given back to the OS. */
+size_t hk_refill_trim(void);
+
+/* Figures for mallinfo2/malloc_stats. */
+typedef struct hk_refill_stats {
+    size_t region_bytes;   /* mapped for regions */
+    size_t free_page_bytes;/* in free pages of regions */
+    size_t central_bytes;  /* blocks parked in the central exchange */
+    size_t slab_free_bytes;/* free blocks inside slabs */
+} hk_refill_stats_t;
+void hk_refill_stats(hk_refill_stats_t *st);
+
+/* fork(): hold every Box 2 lock across it. */
+void hk_refill_lock_all(void);
+void hk_refill_unlock_all(void);
+void hk_refill_reset_locks(void);
+
+#endif /* HAK_REFILL_H */

@@ -1,0 +1,258 @@
+/* refill.c — Box 2's per-class half: carving slabs into batches and the central exchange of whole batches. */
+#include "refill_internal.h"
+#include "hak_policy.h"
+
+#include <errno.h>
+
+#define CENTRAL_MAX 64
+
+typedef struct hk_class_state {
+    hk_lock_t lock;
+    unsigned nbatch;
+    struct { void *head; unsigned n; } batch[CENTRAL_MAX];
+    hk_page_t *partial; /* slabs with free or uncarved blocks */
+    unsigned npartial;
+} hk_class_state_t;
+
+static hk_class_state_t classes[HK_NCLASS];
+
+/* A slab holds at least 16 blocks (a refill of the biggest class) in 1..8 pages. */
+static unsigned slab_pages(unsigned c)
+{
+    size_t bytes = (size_t)hk_class_size[c] * 16;
+    unsigned n = (unsigned)((bytes + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+
+static void partial_add(hk_class_state_t *cs, hk_page_t *pg)
+{
+    pg->prev = NULL;
+    pg->next = cs->partial;
+    if (cs->partial)
+        cs->partial->prev = pg;
+    cs->partial = pg;
+    pg->on_partial = 1;
+    cs->npartial++;
+}
+
+static void partial_remove(hk_class_state_t *cs, hk_page_t *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        cs->partial = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+    pg->next = pg->prev = NULL;
+    pg->on_partial = 0;
+    cs->npartial--;
+}
+
+static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c)
+{
+    bool zeroed;
+    unsigned n = slab_pages(c);
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_SLAB, c, &zeroed);
+    if (!pg)
+        return NULL;
+    uint32_t size = hk_class_size[c];
+    pg->capacity = (uint32_t)(((size_t)n << HK_PAGE_SHIFT) / size);
+    pg->bump = (char *)pg->start;
+    pg->end = pg->bump + (size_t)pg->capacity * size;
+    uint64_t magic = UINT64_MAX / size + 1;
+    hk_chunk_t *ch = hk_chunk_of_page(pg);
+    for (unsigned i = 0; i < n; i++)
+        ch->page[hk_page_index(pg) + i].divmagic = magic;
+    partial_add(cs, pg);
+    return pg;
+}
+
+/* Appends up to want blocks from the class's slabs to the list at *tail. */
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned want, void ***tail)
+{
+    uint32_t size = hk_class_size[c];
+    unsigned got = 0;
+    while (got < want) {
+        hk_page_t *pg = cs->partial;
+        if (!pg && !(pg = slab_new(cs, c)))
+            break;
+        while (got < want && pg->free) {
+            void *b = pg->free;
+            pg->free = *(void **)b;
+            **tail = b;
+            *tail = (void **)b;
+            pg->used++;
+            got++;
+        }
+        while (got < want && pg->bump < pg->end) {
+            **tail = pg->bump;
+            *tail = (void **)pg->bump;
+            pg->bump += size;
+            pg->used++;
+            got++;
+        }
+        if (!pg->free && pg->bump == pg->end)
+            partial_remove(cs, pg);
+    }
+    **tail = NULL;
+    return got;
+}
+
+unsigned hk_refill_take(unsigned c, unsigned want, void **head)
+{
+    hk_class_state_t *cs = &classes[c];
+    hk_lock(&cs->lock);
+    if (cs->nbatch) {
+        cs->nbatch--;
+        *head = cs->batch[cs->nbatch].head;
+        unsigned n = cs->batch[cs->nbatch].n;
+        hk_unlock(&cs->lock);
+        return n;
+    }
+    void **tail = head;
+    unsigned got = carve(cs, c, want, &tail);
+    hk_unlock(&cs->lock);
+    if (!got)
+        errno = ENOMEM;
+    return got;
+}
+
+/* Caller holds cs->lock. */
+static void slab_return(hk_class_state_t *cs, void *b)
+{
+    hk_chunk_t *ch = hk_chunk_of(b);
+    hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
+    *(void **)b = pg->free;
+    pg->free = b;
+    pg->used--;
+    if (!pg->on_partial)
+        partial_add(cs, pg);
+    /* An empty slab goes back to its region unless it is the class's last. */
+    if (pg->used == 0 && cs->npartial > 1) {
+        partial_remove(cs, pg);
+        hk_span_free(pg);
+    }
+}
+
+void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
+{
+    hk_class_state_t *cs = &classes[c];
+    unsigned max = hk_policy_central_batches(c);
+    if (max > CENTRAL_MAX)
+        max = CENTRAL_MAX;
+    hk_lock(&cs->lock);
+    while (n >= batch && cs->nbatch < max) {
+        void *rest = head;
+        if (n > batch) {
+            void **cut = head;
+            for (unsigned i = 1; i < batch; i++)
+                cut = *cut;
+            rest = *cut;
+            *cut = NULL;
+        } else {
+            rest = NULL;
+        }
+        cs->batch[cs->nbatch].head = head;
+        cs->batch[cs->nbatch].n = batch;
+        cs->nbatch++;
+        head = rest;
+        n -= batch;
+    }
+    while (head) {
+        void *next = *(void **)head;
+        slab_return(cs, head);
+        head = next;
+    }
+    hk_unlock(&cs->lock);
+}
+
+void *hk_refill_alloc_one(unsigned c)
+{
+    hk_class_state_t *cs = &classes[c];
+    void *b = NULL;
+    hk_lock(&cs->lock);
+    if (cs->nbatch) {
+        unsigned top = cs->nbatch - 1;
+        b = cs->batch[top].head;
+        cs->batch[top].head = *(void **)b;
+        if (--cs->batch[top].n == 0)
+            cs->nbatch--;
+    } else {
+        void **tail = &b;
+        carve(cs, c, 1, &tail);
+    }
+    hk_unlock(&cs->lock);
+    if (!b)
+        errno = ENOMEM;
+    return b;
+}
+
+void hk_refill_free_one(unsigned c, void *p)
+{
+    hk_class_state_t *cs = &classes[c];
+    hk_lock(&cs->lock);
+    slab_return(cs, p);
+    hk_unlock(&cs->lock);
+}
+
+size_t hk_refill_trim(void)
+{
+    for (unsigned c = 1; c < HK_NCLASS; c++) {
+        hk_class_state_t *cs = &classes[c];
+        hk_lock(&cs->lock);
+        while (cs->nbatch) {
+            void *b = cs->batch[--cs->nbatch].head;
+            while (b) {
+                void *next = *(void **)b;
+                slab_return(cs, b);
+                b = next;
+            }
+        }
+        /* The slab kept as the class's last may be empty too. */
+        hk_page_t *pg = cs->partial;
+        if (pg && cs->npartial == 1 && pg->used == 0) {
+            partial_remove(cs, pg);
+            hk_span_free(pg);
+        }
+        hk_unlock(&cs->lock);
+    }
+    return hk_region_trim();
+}
+
+void hk_refill_stats(hk_refill_stats_t *st)
+{
+    size_t central = 0, slab_free = 0;
+    for (unsigned c = 1; c < HK_NCLASS; c++) {
+        hk_class_state_t *cs = &classes[c];
+        hk_lock(&cs->lock);
+        for (unsigned i = 0; i < cs->nbatch; i++)
+            central += (size_t)cs->batch[i].n * hk_class_size[c];
+        for (hk_page_t *pg = cs->partial; pg; pg = pg->next)
+            slab_free += (size_t)(pg->capacity - pg->used) * hk_class_size[c];
+        hk_unlock(&cs->lock);
+    }
+    hk_region_stats(st);
+    st->central_bytes = central;
+    st->slab_free_bytes = slab_free;
+}
+
+void hk_refill_lock_all(void)
+{
+    for (unsigned c = 1; c < HK_NCLASS; c++)
+        hk_lock(&classes[c].lock);
+    hk_region_lock_all();
+}
+
+void hk_refill_unlock_all(void)
+{
+    hk_region_unlock_all();
+    for (unsigned c = 1; c < HK_NCLASS; c++)
+        hk_unlock(&classes[c].lock);
+}
+
+void hk_refill_reset_locks(void)
+{
+    hk_region_reset_locks();
+    for (unsigned c = 1; c < HK_NCLASS; c++)
+        classes[c].lock.v = 0;
+}

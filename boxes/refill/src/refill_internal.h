@@ -1,0 +1,28 @@
+/* refill_internal.h — what Box 2's two files share: the region lock and span allocation. */
+#ifndef HK_REFILL_INTERNAL_H
+#define HK_REFILL_INTERNAL_H
+
+#include "hak_refill.h"
+
+/* Allocates a span of n pages (1..31) for a slab of class cls (0: medium).
+ * Sets *zeroed when the span has never been written. NULL: out of memory. */
+hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed);
+/* Returns a span to its region; releases the region if it holds nothing. */
+void hk_span_free(hk_page_t *first);
+/* The chunk header owning a page descriptor. */
+HK_INLINE hk_chunk_t *hk_chunk_of_page(hk_page_t *pg)
+{
+    return (hk_chunk_t *)((uintptr_t)pg & ~(HK_CHUNK_SIZE - 1));
+}
+HK_INLINE unsigned hk_page_index(hk_page_t *pg)
+{
+    return (unsigned)(pg - hk_chunk_of_page(pg)->page);
+}
+
+size_t hk_region_trim(void);
+void hk_region_stats(hk_refill_stats_t *st);
+void hk_region_lock_all(void);
+void hk_region_unlock_all(void);
+void hk_region_reset_locks(void);
+
+#endif

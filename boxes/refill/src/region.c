@@ -1,0 +1,223 @@
+/* region.c — 2 MiB regions cut into 64 KiB-page spans, the page map, and medium blocks. */
+#include "refill_internal.h"
+#include "hak_backend.h"
+
+#include <errno.h>
+#include <string.h>
+
+#define ALL_PAGES 0xffffffffu
+#define USABLE_PAGES (ALL_PAGES & ~1u) /* page 0 holds the header */
+#define EMPTY_REGIONS_KEPT 2           /* avoid a map/unmap per medium free */
+
+hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
+
+static hk_lock_t region_lock = HK_LOCK_INIT;
+static hk_chunk_t *regions;  /* every region, newest first */
+static size_t region_count, empty_regions;
+
+_Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
+_Static_assert(HK_PAGES_PER_CHUNK == 32, "free-page masks are 32-bit");
+
+/* Caller holds region_lock (or is the only thread that can see ch). */
+static bool pagemap_set_locked(void *base, size_t size, hk_chunk_t *ch)
+{
+    uintptr_t first = (uintptr_t)base >> HK_CHUNK_SHIFT;
+    uintptr_t last = ((uintptr_t)base + size - 1) >> HK_CHUNK_SHIFT;
+    for (uintptr_t c = first; c <= last; c++) {
+        uintptr_t top = c >> HK_MAP_LEAF_BITS;
+        if (top >= (1u << HK_MAP_TOP_BITS))
+            return false;
+        hk_chunk_t **leaf = hk_pagemap[top];
+        if (!leaf) {
+            if (!ch)
+                continue;
+            leaf = hk_os_reserve(sizeof(hk_chunk_t *) << HK_MAP_LEAF_BITS, HK_OS_PAGE, true);
+            if (!leaf)
+                return false;
+            __atomic_store_n(&hk_pagemap[top], leaf, __ATOMIC_RELEASE);
+        }
+        __atomic_store_n(&leaf[c & ((1u << HK_MAP_LEAF_BITS) - 1)], ch, __ATOMIC_RELEASE);
+    }
+    return true;
+}
+
+bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch)
+{
+    hk_lock(&region_lock);
+    bool ok = pagemap_set_locked(base, size, ch);
+    hk_unlock(&region_lock);
+    return ok;
+}
+
+static hk_chunk_t *region_new(void)
+{
+    hk_chunk_t *ch = hk_os_reserve(HK_CHUNK_SIZE, HK_CHUNK_SIZE, true);
+    if (!ch)
+        return NULL;
+    ch->magic = HK_CHUNK_MAGIC;
+    ch->kind = HK_CHUNK_REGION;
+    ch->page[0].kind = HK_PAGE_HEADER;
+    ch->free_pages = USABLE_PAGES;
+    ch->dirty_pages = 1;
+    if (!pagemap_set_locked(ch, HK_CHUNK_SIZE, ch)) {
+        hk_os_release(ch, HK_CHUNK_SIZE);
+        errno = ENOMEM;
+        return NULL;
+    }
+    ch->next_region = regions;
+    regions = ch;
+    region_count++;
+    empty_regions++;
+    return ch;
+}
+
+static void region_release(hk_chunk_t *ch)
+{
+    for (hk_chunk_t **pp = &regions; *pp; pp = &(*pp)->next_region) {
+        if (*pp == ch) {
+            *pp = ch->next_region;
+            break;
+        }
+    }
+    pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
+    region_count--;
+    empty_regions--;
+    hk_os_release(ch, HK_CHUNK_SIZE);
+}
+
+/* Lowest start of a run of n free pages in mask, or -1. */
+static int find_run(uint32_t mask, unsigned n)
+{
+    uint32_t m = mask;
+    for (unsigned k = 1; k < n && m; k++)
+        m &= mask >> k;
+    return m ? __builtin_ctz(m) : -1;
+}
+
+hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
+{
+    hk_lock(&region_lock);
+    hk_chunk_t *ch;
+    int at = -1;
+    for (ch = regions; ch; ch = ch->next_region) {
+        if (ch->free_pages && (at = find_run(ch->free_pages, n)) >= 0)
+            break;
+    }
+    if (!ch) {
+        ch = region_new();
+        if (!ch) {
+            hk_unlock(&region_lock);
+            return NULL;
+        }
+        at = find_run(ch->free_pages, n);
+    }
+    if (ch->free_pages == USABLE_PAGES)
+        empty_regions--;
+    uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
+    ch->free_pages &= ~mask;
+    *zeroed = !(ch->dirty_pages & mask);
+    ch->dirty_pages |= mask;
+    uintptr_t start = (uintptr_t)ch + ((size_t)at << HK_PAGE_SHIFT);
+    for (unsigned i = 0; i < n; i++) {
+        hk_page_t *pg = &ch->page[at + i];
+        memset(pg, 0, sizeof *pg);
+        pg->kind = (uint8_t)kind;
+        pg->first = (uint8_t)at;
+        pg->start = start;
+    }
+    ch->page[at].npages = (uint8_t)n;
+    /* cls last: a racing invalid free must not see a half-built slab page */
+    for (unsigned i = 0; i < n; i++)
+        ch->page[at + i].cls = (uint8_t)cls;
+    hk_unlock(&region_lock);
+    return &ch->page[at];
+}
+
+void hk_span_free(hk_page_t *first)
+{
+    hk_chunk_t *ch = hk_chunk_of_page(first);
+    unsigned at = hk_page_index(first), n = first->npages;
+    hk_lock(&region_lock);
+    for (unsigned i = 0; i < n; i++)
+        memset(&ch->page[at + i], 0, sizeof(hk_page_t));
+    ch->free_pages |= ((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
+    if (ch->free_pages == USABLE_PAGES) {
+        empty_regions++;
+        if (empty_regions > EMPTY_REGIONS_KEPT)
+            region_release(ch);
+    }
+    hk_unlock(&region_lock);
+}
+
+void *hk_medium_alloc(size_t n, bool *zeroed)
+{
+    unsigned pages = (unsigned)((n + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
+    hk_page_t *pg = hk_span_alloc(pages, HK_PAGE_MEDIUM, 0, zeroed);
+    if (!pg) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return (void *)pg->start;
+}
+
+/* The first page of the medium block starting at p; aborts otherwise. A free
+ * page-aligned address in a region most likely held a medium block before. */
+static hk_page_t *medium_check(hk_chunk_t *ch, const void *p, const char *op)
+{
+    hk_page_t *pg = hk_page_of(ch, p);
+    if (ch->kind == HK_CHUNK_REGION && pg->kind == HK_PAGE_MEDIUM && pg->start == (uintptr_t)p)
+        return &ch->page[pg->first];
+    if (ch->kind == HK_CHUNK_REGION && pg->kind == HK_PAGE_FREE &&
+        ((uintptr_t)p & (HK_PAGE_SIZE - 1)) == 0)
+        hk_fatal_op("double", op, p);
+    hk_fatal_op("invalid", op, p);
+}
+
+void hk_medium_free(hk_chunk_t *ch, void *p) { hk_span_free(medium_check(ch, p, "free")); }
+
+size_t hk_medium_usable(hk_chunk_t *ch, const void *p)
+{
+    return (size_t)medium_check(ch, p, "malloc_usable_size")->npages << HK_PAGE_SHIFT;
+}
+
+size_t hk_region_trim(void)
+{
+    size_t given = 0;
+    hk_lock(&region_lock);
+    for (hk_chunk_t *ch = regions, *next; ch; ch = next) {
+        next = ch->next_region;
+        if (ch->free_pages == USABLE_PAGES) {
+            given += HK_CHUNK_SIZE;
+            region_release(ch);
+            continue;
+        }
+        uint32_t idle = ch->free_pages & ch->dirty_pages;
+        while (idle) {
+            unsigned at = (unsigned)__builtin_ctz(idle), n = 0;
+            while (at + n < 32 && (idle >> (at + n) & 1))
+                n++;
+            hk_os_decommit((char *)ch + ((size_t)at << HK_PAGE_SHIFT), (size_t)n << HK_PAGE_SHIFT);
+            given += (size_t)n << HK_PAGE_SHIFT;
+            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
+            idle &= ~mask;
+            ch->dirty_pages &= ~mask;
+        }
+    }
+    hk_unlock(&region_lock);
+    return given;
+}
+
+void hk_region_stats(hk_refill_stats_t *st)
+{
+    hk_lock(&region_lock);
+    st->region_bytes = region_count * HK_CHUNK_SIZE;
+    size_t free_pages = 0;
+    for (hk_chunk_t *ch = regions; ch; ch = ch->next_region)
+        free_pages += (size_t)__builtin_popcount(ch->free_pages);
+    st->free_page_bytes = free_pages << HK_PAGE_SHIFT;
+    hk_unlock(&region_lock);
+}
+
+void hk_region_lock_all(void) { hk_lock(&region_lock); }
+void hk_region_unlock_all(void) { hk_unlock(&region_lock); }
+void hk_region_reset_locks(void) { region_lock.v = 0; }

@@ -1,0 +1,59 @@
+/* hak_tls.h — Box 1: the per-thread, per-class LIFO freelists and their lock-free hit path. */
+#ifndef HAK_TLS_H
+#define HAK_TLS_H
+
+#include "hak_base.h"
+#include "hak_front.h"
+
+enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
+
+/* Initial-exec TLS must stay small (docs/design.md: 8*73 + 2*73 + 2*73 + 8 =
+ * 884 bytes), or dlopen of libhakmem.so fails for lack of static TLS space.
+ * A NEW or DEAD thread has every head NULL and every room 0, so both hit
+ * paths fall through to the slow path without testing the state. */
+typedef struct hk_tls {
+    void *head[HK_NCLASS];     /* LIFO list; word 0 of a block links the next */
+    uint16_t room[HK_NCLASS];  /* frees accepted before the list must flush */
+    uint16_t cap[HK_NCLASS];   /* cap in force since the last refill/flush */
+    uint8_t state;
+} hk_tls_t;
+
+extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
+/* Per-process secret for the double-free tag in word 1 of a cached block. */
+extern HK_HIDDEN uintptr_t hk_tls_secret;
+
+HK_INLINE uintptr_t hk_tls_tag(const void *p) { return (uintptr_t)p ^ hk_tls_secret; }
+/* True when p carries the tag of a block already sitting in a free list. */
+HK_INLINE bool hk_tls_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tls_tag(p); }
+
+HK_INLINE void *hk_tls_pop(unsigned c)
+{
+    void **p = (void **)hk_tls.head[c];
+    if (HK_LIKELY(p != NULL)) {
+        hk_tls.head[c] = p[0];
+        hk_tls.room[c]++;
+        p[1] = NULL; /* clear the tag: a live block must never look freed */
+    }
+    return p;
+}
+
+HK_INLINE bool hk_tls_push(unsigned c, void *p)
+{
+    if (HK_UNLIKELY(hk_tls.room[c] == 0))
+        return false;
+    hk_tls.room[c]--;
+    ((void **)p)[0] = hk_tls.head[c];
+    ((uintptr_t *)p)[1] = hk_tls_tag(p);
+    hk_tls.head[c] = p;
+    return true;
+}
+
+/* Slow paths (miss, overflow, first use, after thread exit). */
+void *hk_tls_refill(unsigned c);
+void hk_tls_overflow(unsigned c, void *p);
+/* Gives this thread's cached blocks back to Box 2 (malloc_trim, thread exit). */
+void hk_tls_drain(void);
+/* One-time process setup: the thread-exit key. Must run outside any lock. */
+void hk_tls_process_init(void);
+
+#endif /* HAK_TLS_H */

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for hakmem's tests, runs them on every build configuration, and prints "N passed, N failed".
+#
+#   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
+#   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some configurations
+set -u
+cd "$(dirname "$0")/.."
+
+need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils)
+missing=()
+for p in "${need_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "tests/run.sh: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
+        || { echo "tests/run.sh: apt-get install failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+# name | meson options | suites to run ("" = all)
+configs=(
+    "default||"
+    "no-override|-Doverride=false|api misuse threads layout"
+)
+only="${HAKMEM_TEST_CONFIGS:-}"
+
+total_pass=0
+total_fail=0
+for entry in "${configs[@]}"; do
+    IFS='|' read -r name opts suites <<<"$entry"
+    if [ -n "$only" ] && ! grep -qw "$name" <<<"$only"; then continue; fi
+    dir="build/test-$name"
+    echo "=== configuration $name ${opts:-(defaults)} ==="
+    # shellcheck disable=SC2086
+    if ! { [ -d "$dir" ] && meson setup --reconfigure "$dir" $opts --wrap-mode=nofallback >/dev/null ||
+           meson setup "$dir" $opts --wrap-mode=nofallback >/dev/null; } ||
+       ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
+        cat "$dir.build.log" 2>/dev/null | tail -40
+        echo "configuration $name: build FAILED"
+        total_fail=$((total_fail + 1))
+        continue
+    fi
+    suite_args=()
+    for s in $suites; do suite_args+=(--suite "$s"); done
+    rm -f "$dir/meson-logs/testlog.json"
+    meson test -C "$dir" --print-errorlogs "${suite_args[@]}" 2>&1 | tail -n 60
+    read -r p f < <(python3 - "$dir/meson-logs/testlog.json" <<'PY'
+import json, sys
+ok = bad = 0
+try:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)["result"]
+        if r in ("OK", "EXPECTEDFAIL"):
+            ok += 1
+        elif r != "SKIP":
+            bad += 1
+except OSError:
+    bad += 1
+print(ok, bad)
+PY
+)
+    echo "configuration $name: $p passed, $f failed"
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+done
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" = 0 ]

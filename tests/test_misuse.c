@@ -1,0 +1,251 @@
+/* Checks that hakmem detects invalid and double frees: the process aborts with one "hakmem:" line naming the pointer. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hakmem.h"
+
+struct child_result {
+    int status;
+    char err[8192];
+};
+
+/* Runs fn(arg) in a forked child whose stderr is a pipe, so the parent can
+ * see both how it died and exactly what it printed. Core dumps are disabled:
+ * an aborting child would otherwise spend seconds writing one. */
+static void run_child(void (*fn)(void *), void *arg, struct child_result *r)
+{
+    int fds[2];
+    cr_assert(pipe(fds) == 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    cr_assert(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {0, 0};
+        setrlimit(RLIMIT_CORE, &rl);
+        signal(SIGABRT, SIG_DFL);
+        close(fds[0]);
+        dup2(fds[1], 2);
+        close(fds[1]);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        ssize_t k = read(fds[0], r->err + len, sizeof r->err - 1 - len);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        len += (size_t)k;
+        if (len == sizeof r->err - 1) break;
+    }
+    r->err[len] = 0;
+    close(fds[0]);
+    while (waitpid(pid, &r->status, 0) < 0 && errno == EINTR) {
+    }
+}
+
+/* Asserts the child died of SIGABRT and printed exactly one "hakmem:" line,
+ * which starts with `prefix` and names `ptr` exactly as %p prints it. */
+static void expect_report(const struct child_result *r, const char *prefix, const void *ptr)
+{
+    cr_assert(WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT,
+              "child did not die by SIGABRT (status 0x%x); stderr:\n%s", r->status, r->err);
+    char want[64];
+    snprintf(want, sizeof want, "%p", ptr);
+    int lines = 0;
+    const char *line = r->err, *found = NULL;
+    while (*line) {
+        const char *end = strchr(line, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (n >= 7 && strncmp(line, "hakmem:", 7) == 0) {
+            lines++;
+            found = line;
+            /* The pointer must appear as a whole token, not as a prefix of a
+             * longer hex number. */
+            const char *hit = NULL, *s = line;
+            while ((s = strstr(s, want)) && s < line + n) {
+                if (!isxdigit((unsigned char)s[strlen(want)])) {
+                    hit = s;
+                    break;
+                }
+                s++;
+            }
+            cr_assert(hit != NULL, "report line does not contain %s: %.*s", want, (int)n, line);
+            cr_assert(strncmp(line, prefix, strlen(prefix)) == 0, "report line does not start with \"%s\": %.*s", prefix,
+                      (int)n, line);
+        }
+        line += n;
+        if (*line == '\n') line++;
+    }
+    cr_assert(lines == 1, "expected exactly one hakmem: line, got %d; stderr:\n%s", lines, r->err);
+    (void)found;
+}
+
+/* Pointers are handed to children through volatile globals so the compiler
+ * sees nothing wrong (no -Wfree-nonheap-object) and cannot drop the call. */
+static void *volatile g_target;
+
+static void do_hak_free(void *arg)
+{
+    (void)arg;
+    hak_free(g_target);
+}
+
+static void do_hak_double_free(void *arg)
+{
+    (void)arg;
+    hak_free(g_target);
+    hak_free(g_target);
+}
+
+static void do_hak_usable_size(void *arg)
+{
+    (void)arg;
+    volatile size_t s = hak_malloc_usable_size(g_target);
+    (void)s;
+}
+
+static void do_hak_realloc(void *arg)
+{
+    (void)arg;
+    void *volatile q = hak_realloc(g_target, 200);
+    (void)q;
+}
+
+Test(misuse, free_stack_address)
+{
+    char buf[64];
+    memset(buf, 0, sizeof buf);
+    g_target = buf + 16;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", buf + 16);
+}
+
+Test(misuse, free_interior_pointer)
+{
+    char *p = hak_malloc(100);
+    cr_assert(p);
+    g_target = p + 16;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", p + 16);
+    hak_free(p);
+}
+
+Test(misuse, free_interior_pointer_large)
+{
+    char *p = hak_malloc(3 << 20);
+    cr_assert(p);
+    g_target = p + 4096;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", p + 4096);
+    hak_free(p);
+}
+
+Test(misuse, double_free_small)
+{
+    void *p = hak_malloc(32);
+    cr_assert(p);
+    g_target = p;
+    struct child_result r;
+    run_child(do_hak_double_free, NULL, &r);
+    expect_report(&r, "hakmem: double free(0x", p);
+    hak_free(p);
+}
+
+Test(misuse, double_free_100k)
+{
+    void *p = hak_malloc(100 * 1024);
+    cr_assert(p);
+    g_target = p;
+    struct child_result r;
+    run_child(do_hak_double_free, NULL, &r);
+    expect_report(&r, "hakmem: double free(0x", p);
+    hak_free(p);
+}
+
+Test(misuse, usable_size_stack_address)
+{
+    long buf[8] = {0};
+    g_target = &buf[2];
+    struct child_result r;
+    run_child(do_hak_usable_size, NULL, &r);
+    expect_report(&r, "hakmem:", &buf[2]);
+}
+
+Test(misuse, realloc_stack_address)
+{
+    long buf[8] = {0};
+    g_target = &buf[2];
+    struct child_result r;
+    run_child(do_hak_realloc, NULL, &r);
+    expect_report(&r, "hakmem:", &buf[2]);
+}
+
+static void do_valid(void *arg)
+{
+    (void)arg;
+    void *p = hak_malloc(32);
+    hak_free(p);
+    p = hak_malloc(100 * 1024);
+    hak_free(p);
+}
+
+/* The harness itself must not produce false reports: a correct child exits 0
+ * and prints nothing from hakmem. */
+Test(misuse, harness_valid_child_is_silent)
+{
+    struct child_result r;
+    run_child(do_valid, NULL, &r);
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "status 0x%x; stderr:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "hakmem:") == NULL, "unexpected report: %s", r.err);
+}
+
+#ifdef HAKMEM_TEST_OVERRIDE
+/* With the standard names exported, plain free() must run the same checks. */
+static void do_std_free(void *arg)
+{
+    (void)arg;
+    free(g_target);
+}
+
+static void do_std_double_free(void *arg)
+{
+    (void)arg;
+    free(g_target);
+    free(g_target);
+}
+
+Test(misuse, std_free_stack_address)
+{
+    char buf[64];
+    memset(buf, 0, sizeof buf);
+    g_target = buf;
+    struct child_result r;
+    run_child(do_std_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", buf);
+}
+
+Test(misuse, std_double_free)
+{
+    void *p = malloc(48);
+    cr_assert(p);
+    g_target = p;
+    struct child_result r;
+    run_child(do_std_double_free, NULL, &r);
+    expect_report(&r, "hakmem: double free(0x", p);
+    free(p);
+}
+#endif
