@@ -9,4 +9,10 @@ unsigned hk_policy_cap(unsigned c);
 /* Most whole batches the central exchange keeps for class c. */
 unsigned hk_policy_central_batches(unsigned c);
 
+/* How long an empty slab or region is kept for reuse before it is returned
+ * to the OS (re-faulting pages costs more than keeping them briefly). */
+unsigned hk_policy_purge_delay_ms(void);
+/* HAKMEM_PURGE_DELAY_MS, set once at initialisation. */
+void hk_policy_set_purge_delay_ms(unsigned ms);
+
 #endif /* HAK_POLICY_H */

@@ -39,6 +39,10 @@ HK_INLINE void hk_lock(hk_lock_t *l)
 }
 HK_INLINE void hk_unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
 
+/* A coarse monotonic clock in milliseconds (vDSO, no syscall); wraps after
+ * 49 days, so compare with subtraction. */
+uint32_t hk_now_ms(void);
+
 /* Writes "hakmem: <kind> <op>(<ptr>)" to stderr without allocating, then
  * aborts: hk_fatal_op("double", "free", p) -> "hakmem: double free(0x…)". */
 __attribute__((noreturn, cold)) void hk_fatal_op(const char *kind, const char *op, const void *p);

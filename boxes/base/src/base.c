@@ -2,6 +2,7 @@
 #include "hak_base.h"
 
 #include <sched.h>
+#include <time.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -17,6 +18,13 @@ void hk_lock_slow(hk_lock_t *l)
         if (!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
             return;
     }
+}
+
+uint32_t hk_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
 }
 
 static size_t put_str(char *buf, size_t at, size_t cap, const char *s)

@@ -9,26 +9,51 @@
 
 /* ---- allocation --------------------------------------------------------- */
 
+/* Out of memory: free memory kept for reuse (empty slabs and regions, the
+ * large cache, this thread's cache) may be what stands in the way. */
+static HK_COLD void release_kept_memory(void)
+{
+    bool pending = false;
+    hk_tls_drain();
+    hk_refill_purge(0, &pending);
+    hk_large_purge(0, &pending);
+}
+
 static HK_NOINLINE void *small_miss(unsigned c)
 {
     hk_init();
     void *p = hk_tls_refill(c);
-    if (!p)
-        errno = ENOMEM;
+    if (HK_UNLIKELY(!p)) {
+        release_kept_memory();
+        if (!(p = hk_tls_refill(c)))
+            errno = ENOMEM;
+    }
     return p;
+}
+
+static void *big_try(size_t n, size_t align, bool *zeroed)
+{
+    if (n <= HK_MEDIUM_MAX && align <= HK_OS_PAGE)
+        return hk_medium_alloc(n, zeroed);
+    return hk_large_alloc(n, align, zeroed);
 }
 
 /* Medium or large; *zeroed tells calloc whether the memory is known zero. */
 static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
 {
     hk_init();
-    if (n > PTRDIFF_MAX) {
+    /* Sizes no mapping can hold fail at once, without purging anything. */
+    if (n > PTRDIFF_MAX / 2 || align > PTRDIFF_MAX / 4) {
         errno = ENOMEM;
         return NULL;
     }
-    if (n <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE)
-        return hk_medium_alloc(n, zeroed);
-    return hk_large_alloc(n, align, zeroed);
+    void *p = big_try(n, align, zeroed);
+    if (HK_UNLIKELY(!p)) {
+        release_kept_memory();
+        if (!(p = big_try(n, align, zeroed)))
+            errno = ENOMEM;
+    }
+    return p;
 }
 
 HK_INLINE void *alloc(size_t n)
@@ -66,16 +91,20 @@ void *hak_calloc(size_t nmemb, size_t size)
     return p;
 }
 
-/* Alignment is a power of two. Power-of-two slab classes are naturally
- * aligned (slabs start on 64 KiB boundaries), so no block is ever offset. */
+/* Alignment is a power of two. Slabs start on 64 KiB boundaries, so blocks
+ * of a power-of-two class are aligned to their size (medium: to 64 KiB) and
+ * every medium block to 4 KiB: an aligned block is never an offset pointer. */
 static void *aligned(size_t align, size_t n)
 {
     if (align <= 16)
         return alloc(n);
     size_t want = n > align ? n : align;
-    if (want <= HK_SMALL_MAX)
-        return alloc((size_t)1 << (64 - __builtin_clzll(want - 1)));
     bool zeroed;
+    if (want <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE) {
+        if (want <= HK_SMALL_MAX || align > HK_OS_PAGE)
+            want = (size_t)1 << (64 - __builtin_clzll(want - 1));
+        return want <= HK_SMALL_MAX ? alloc(want) : big_alloc(want, 0, &zeroed);
+    }
     return big_alloc(n, align, &zeroed);
 }
 
@@ -143,6 +172,13 @@ static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
         hk_medium_free(ch, p);
     else
         hk_large_free(ch, p, "free");
+    hk_purge_kick();
+}
+
+static HK_NOINLINE void free_overflow(unsigned c, void *p)
+{
+    hk_tls_overflow(c, p);
+    hk_purge_kick();
 }
 
 /* Not noreturn on purpose: free() then reaches them by a tail jump and
@@ -176,7 +212,7 @@ void hak_free(void *p)
         return;
     }
     if (HK_UNLIKELY(!hk_tls_push(c, p)))
-        hk_tls_overflow(c, p);
+        free_overflow(c, p);
 }
 
 static size_t usable(void *p, const char *op)
@@ -240,8 +276,9 @@ int hak_malloc_trim(size_t pad)
     (void)pad;
     hk_init();
     hk_tls_drain();
-    size_t given = hk_refill_trim();
-    given += hk_large_trim();
+    bool pending = false;
+    size_t given = hk_refill_purge(0, &pending);
+    given += hk_large_purge(0, &pending);
     return given != 0;
 }
 

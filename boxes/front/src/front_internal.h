@@ -12,7 +12,8 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op);
 size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
 /* Resizes in place or by moving pages (no copy); NULL if it cannot. */
 void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
-size_t hk_large_trim(void);
+/* Unmaps cached mappings idle for at least delay ms (0: all). */
+size_t hk_large_purge(uint32_t delay, bool *pending);
 void hk_large_stats(size_t *bytes, size_t *count);
 void hk_large_lock(void);
 void hk_large_unlock(void);
@@ -26,5 +27,17 @@ HK_INLINE void hk_init(void)
         hk_init_slow();
 }
 extern bool hk_verbose;
+
+/* After a slow path that may have freed memory: starts the purge thread on
+ * first need, or wakes it if it sleeps. Call with no lock held. */
+void hk_purge_kick_slow(void);
+HK_INLINE void hk_purge_kick(void)
+{
+    if (HK_UNLIKELY(__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_RELAXED)))
+        hk_purge_kick_slow();
+}
+/* fork child: the thread did not survive; the next kick starts a new one. */
+void hk_purge_after_fork(void);
+extern bool hk_purge_thread_enabled;
 
 #endif

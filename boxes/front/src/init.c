@@ -32,6 +32,7 @@ static void fork_child(void)
 {
     hk_refill_reset_locks();
     hk_large_unlock();
+    hk_purge_after_fork();
 }
 
 static uintptr_t make_secret(void)
@@ -46,16 +47,27 @@ static uintptr_t make_secret(void)
     return s | 1;
 }
 
-/* A malformed value is reported once and ignored. */
-static bool env_flag(const char *name)
+/* An unsigned decimal setting; a malformed value is reported once on stderr
+ * and the default kept. getenv does not allocate. */
+static unsigned env_uint(const char *name, unsigned def, unsigned max)
 {
     const char *v = getenv(name);
     if (!v || !*v)
-        return false;
-    if ((v[0] == '0' || v[0] == '1') && v[1] == 0)
-        return v[0] == '1';
-    hk_log("ignoring a malformed environment value (expected 0 or 1)");
-    return false;
+        return def;
+    unsigned long n = 0;
+    for (const char *s = v; *s; s++) {
+        if (*s < '0' || *s > '9' || n > max) {
+            char msg[96] = "ignoring malformed ";
+            size_t k = 19;
+            for (const char *t = name; *t && k < sizeof msg - 1; t++)
+                msg[k++] = *t;
+            msg[k] = 0;
+            hk_log(msg);
+            return def;
+        }
+        n = n * 10 + (unsigned long)(*s - '0');
+    }
+    return n > max ? def : (unsigned)n;
 }
 
 void hk_init_slow(void)
@@ -67,7 +79,9 @@ void hk_init_slow(void)
                                      __ATOMIC_ACQUIRE))
         return;
     hk_tls_secret = make_secret();
-    hk_verbose = env_flag("HAKMEM_VERBOSE");
+    hk_verbose = env_uint("HAKMEM_VERBOSE", 0, 1);
+    hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
+    hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
     hk_tls_process_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

@@ -1,13 +1,16 @@
 /* large.c — blocks above 1 MiB: one mapping each, a small cache of freed mappings, and mremap growth. */
 #include "front_internal.h"
 #include "hak_backend.h"
+#include "hak_policy.h"
 
 #include <errno.h>
 #include <string.h>
 
-#define HDR HK_OS_PAGE              /* header page before the user pointer */
-#define CACHE_SLOTS 8
-#define CACHE_MAX_BYTES ((size_t)64 << 20)
+/* The user pointer follows the header in the same page: a fresh mapping
+ * then costs one page fault, not two. Aligned blocks start at base+align. */
+#define HDR hk_align_up(sizeof(hk_chunk_t), 64)
+#define CACHE_SLOTS 32
+#define CACHE_MAX_BYTES ((size_t)256 << 20)
 
 static hk_lock_t large_lock = HK_LOCK_INIT;
 static hk_chunk_t *cache[CACHE_SLOTS]; /* oldest first */
@@ -16,7 +19,7 @@ static size_t cache_bytes, live_bytes, live_count;
 
 void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
 {
-    size_t off = align <= HDR ? HDR : align;
+    size_t off = align <= 64 ? HDR : hk_align_up(HDR, align);
     if (n > (size_t)PTRDIFF_MAX - off - HK_CHUNK_SIZE) {
         errno = ENOMEM;
         return NULL;
@@ -24,11 +27,11 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
     size_t total = hk_align_up(off + n, HK_CHUNK_SIZE);
     hk_lock(&large_lock);
     if (off == HDR) {
-        /* Best fit among cached mappings, wasting at most half. */
+        /* Best fit among cached mappings, wasting at most a third. */
         int best = -1;
         for (unsigned i = 0; i < cache_n; i++) {
             size_t m = cache[i]->map_size;
-            if (m >= total && m / 2 <= total && (best < 0 || m < cache[best]->map_size))
+            if (m >= total && m - m / 3 <= total && (best < 0 || m < cache[best]->map_size))
                 best = (int)i;
         }
         if (best >= 0) {
@@ -81,14 +84,23 @@ static void unmap(hk_chunk_t *ch)
 
 void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
 {
-    hk_chunk_t *evict[CACHE_SLOTS + 1];
+    hk_chunk_t *evict[2 * CACHE_SLOTS + 1];
     unsigned nevict = 0;
     hk_lock(&large_lock);
     check(ch, p, op);
     live_bytes -= ch->map_size;
     live_count--;
+    uint32_t now = hk_now_ms(), delay = hk_policy_purge_delay_ms();
+    /* Mappings idle past the purge delay go back to the OS. */
+    while (cache_n && now - cache[0]->idle_ms >= delay) {
+        evict[nevict++] = cache[0];
+        cache_bytes -= cache[0]->map_size;
+        memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
+        cache_n--;
+    }
     if (ch->user == (char *)ch + HDR && ch->map_size <= CACHE_MAX_BYTES / 2) {
         ch->kind = HK_CHUNK_LARGE_FREE; /* stays mapped: a second free is seen */
+        ch->idle_ms = now;
         if (cache_n == CACHE_SLOTS) {
             evict[nevict++] = cache[0];
             cache_bytes -= cache[0]->map_size;
@@ -97,6 +109,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
         }
         cache[cache_n++] = ch;
         cache_bytes += ch->map_size;
+        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
         while (cache_bytes > CACHE_MAX_BYTES) {
             evict[nevict++] = cache[0];
             cache_bytes -= cache[0]->map_size;
@@ -157,16 +170,22 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
     return ch->user;
 }
 
-size_t hk_large_trim(void)
+size_t hk_large_purge(uint32_t delay, bool *pending)
 {
     hk_chunk_t *evict[CACHE_SLOTS];
-    size_t given = cache_bytes;
+    unsigned n = 0;
+    size_t given = 0;
+    uint32_t now = hk_now_ms();
     hk_lock(&large_lock);
-    unsigned n = cache_n;
-    memcpy(evict, cache, n * sizeof *cache);
-    given = cache_bytes;
-    cache_n = 0;
-    cache_bytes = 0;
+    while (cache_n && now - cache[0]->idle_ms >= delay) {
+        evict[n++] = cache[0];
+        given += cache[0]->map_size;
+        cache_bytes -= cache[0]->map_size;
+        memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
+        cache_n--;
+    }
+    if (cache_n)
+        *pending = true;
     hk_unlock(&large_lock);
     for (unsigned i = 0; i < n; i++)
         unmap(evict[i]);

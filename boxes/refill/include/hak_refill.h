@@ -25,7 +25,12 @@ typedef struct hk_page {
     struct hk_page *next, *prev; /* slab: class partial list */
     uint32_t capacity;  /* slab: blocks in the span */
     uint8_t on_partial;
-    uint8_t pad[3];
+    uint8_t mcls;       /* medium slab: its medium class */
+    uint8_t pad[2];
+    uint32_t mfree;     /* medium slab: bit i set = block i is free */
+    uint32_t mdirty;    /* medium slab: bit i set = block i may be non-zero */
+    uint32_t idle_ms;   /* slab: when a block was last freed into it */
+    uint32_t charge;    /* medium slab, empty: its dirty bytes, counted in the budget */
 } hk_page_t;
 
 typedef struct hk_chunk {
@@ -37,6 +42,7 @@ typedef struct hk_chunk {
     uint32_t free_pages;  /* bit i: page i is free */
     uint32_t dirty_pages; /* bit i: page i may hold non-zero bytes */
     struct hk_chunk *next_region;
+    uint32_t idle_ms; /* when the region became empty */
     /* large-mapping state */
     char *user;       /* the pointer malloc returned */
     size_t map_size;  /* bytes mapped from the chunk base */
@@ -82,18 +88,25 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
 void *hk_refill_alloc_one(unsigned c);
 void hk_refill_free_one(unsigned c, void *p);
 
-/* Medium blocks (32 KiB..1 MiB): whole 64 KiB-page spans. *zeroed tells
- * whether the span is known to read as zero. */
+/* Medium blocks (32 KiB < n <= 1 MiB): forty classes in bitmap slabs.
+ * Blocks of a power-of-two class are 64 KiB-aligned, all others 4 KiB.
+ * *zeroed tells whether the block is known to read as zero. */
 void *hk_medium_alloc(size_t n, bool *zeroed);
 void hk_medium_free(hk_chunk_t *ch, void *p); /* aborts on a bad pointer */
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p);
+size_t hk_medium_class_size(size_t n);
 
 /* Page-map registration for the large path: [base, base+size) -> ch. */
 bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);
 
-/* Drains the central exchange into slabs, frees empty slabs and regions and
- * decommits free pages. Returns bytes given back to the OS. */
-size_t hk_refill_trim(void);
+/* Gives back to the OS what has been free for at least `delay` ms (0: all
+ * of it): central batches go back to slabs, empty slabs to regions, free
+ * pages are decommitted and empty regions unmapped. Returns the bytes given
+ * back; sets *pending when free resident memory remains for a later call. */
+size_t hk_refill_purge(uint32_t delay, bool *pending);
+/* Set (relaxed) whenever memory becomes free; the front's purge thread
+ * clears it. */
+extern HK_HIDDEN int hk_refill_purge_pending;
 
 /* Figures for mallinfo2/malloc_stats. */
 typedef struct hk_refill_stats {

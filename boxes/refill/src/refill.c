@@ -12,9 +12,11 @@ typedef struct hk_class_state {
     struct { void *head; unsigned n; } batch[CENTRAL_MAX];
     hk_page_t *partial; /* slabs with free or uncarved blocks */
     unsigned npartial;
+    uint32_t last_give_ms; /* when a batch last entered the exchange */
 } hk_class_state_t;
 
 static hk_class_state_t classes[HK_NCLASS];
+int hk_refill_purge_pending;
 
 /* A slab holds at least 16 blocks (a refill of the biggest class) in 1..8 pages. */
 static unsigned slab_pages(unsigned c)
@@ -127,10 +129,15 @@ static void slab_return(hk_class_state_t *cs, void *b)
     pg->used--;
     if (!pg->on_partial)
         partial_add(cs, pg);
-    /* An empty slab goes back to its region unless it is the class's last. */
-    if (pg->used == 0 && cs->npartial > 1) {
-        partial_remove(cs, pg);
-        hk_span_free(pg);
+    /* An empty slab goes back to its region unless it is the class's last,
+     * which the purge releases once it has been idle. */
+    if (pg->used == 0) {
+        if (cs->npartial > 1) {
+            partial_remove(cs, pg);
+            hk_span_free(pg);
+        } else {
+            pg->idle_ms = hk_now_ms();
+        }
     }
 }
 
@@ -155,6 +162,8 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         cs->batch[cs->nbatch].head = head;
         cs->batch[cs->nbatch].n = batch;
         cs->nbatch++;
+        cs->last_give_ms = hk_now_ms();
+        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
         head = rest;
         n -= batch;
     }
@@ -195,28 +204,40 @@ void hk_refill_free_one(unsigned c, void *p)
     hk_unlock(&cs->lock);
 }
 
-size_t hk_refill_trim(void)
+size_t hk_refill_purge(uint32_t delay, bool *pending)
 {
+    uint32_t now = hk_now_ms();
     for (unsigned c = 1; c < HK_NCLASS; c++) {
         hk_class_state_t *cs = &classes[c];
+        if (!__atomic_load_n(&cs->nbatch, __ATOMIC_RELAXED) && !__atomic_load_n(&cs->partial, __ATOMIC_RELAXED))
+            continue;
         hk_lock(&cs->lock);
-        while (cs->nbatch) {
-            void *b = cs->batch[--cs->nbatch].head;
-            while (b) {
-                void *next = *(void **)b;
-                slab_return(cs, b);
-                b = next;
+        /* Batches nobody took within the delay go back to their slabs. */
+        if (cs->nbatch && now - cs->last_give_ms < delay)
+            *pending = true;
+        else {
+            while (cs->nbatch) {
+                void *b = cs->batch[--cs->nbatch].head;
+                while (b) {
+                    void *next = *(void **)b;
+                    slab_return(cs, b);
+                    b = next;
+                }
             }
         }
-        /* The slab kept as the class's last may be empty too. */
         hk_page_t *pg = cs->partial;
         if (pg && cs->npartial == 1 && pg->used == 0) {
-            partial_remove(cs, pg);
-            hk_span_free(pg);
+            if (now - pg->idle_ms >= delay) {
+                partial_remove(cs, pg);
+                hk_span_free(pg);
+            } else {
+                *pending = true;
+            }
         }
         hk_unlock(&cs->lock);
     }
-    return hk_region_trim();
+    hk_medium_purge(delay, pending);
+    return hk_region_purge(delay, pending);
 }
 
 void hk_refill_stats(hk_refill_stats_t *st)
@@ -233,6 +254,7 @@ void hk_refill_stats(hk_refill_stats_t *st)
     }
     hk_region_stats(st);
     st->central_bytes = central;
+    slab_free += hk_medium_free_bytes();
     st->slab_free_bytes = slab_free;
 }
 
@@ -240,12 +262,14 @@ void hk_refill_lock_all(void)
 {
     for (unsigned c = 1; c < HK_NCLASS; c++)
         hk_lock(&classes[c].lock);
+    hk_medium_lock_all();
     hk_region_lock_all();
 }
 
 void hk_refill_unlock_all(void)
 {
     hk_region_unlock_all();
+    hk_medium_unlock_all();
     for (unsigned c = 1; c < HK_NCLASS; c++)
         hk_unlock(&classes[c].lock);
 }
@@ -253,6 +277,7 @@ void hk_refill_unlock_all(void)
 void hk_refill_reset_locks(void)
 {
     hk_region_reset_locks();
+    hk_medium_unlock_all();
     for (unsigned c = 1; c < HK_NCLASS; c++)
         classes[c].lock.v = 0;
 }

@@ -19,7 +19,13 @@ HK_INLINE unsigned hk_page_index(hk_page_t *pg)
     return (unsigned)(pg - hk_chunk_of_page(pg)->page);
 }
 
-size_t hk_region_trim(void);
+/* Each gives back memory idle for at least `delay` ms (0: all there is),
+ * and sets *pending when free resident memory remains for a later call. */
+size_t hk_region_purge(uint32_t delay, bool *pending);
+void hk_medium_purge(uint32_t delay, bool *pending);
+size_t hk_medium_free_bytes(void);
+void hk_medium_lock_all(void);
+void hk_medium_unlock_all(void);
 void hk_region_stats(hk_refill_stats_t *st);
 void hk_region_lock_all(void);
 void hk_region_unlock_all(void);

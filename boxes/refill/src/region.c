@@ -1,13 +1,14 @@
-/* region.c — 2 MiB regions cut into 64 KiB-page spans, the page map, and medium blocks. */
+/* region.c — 2 MiB regions cut into 64 KiB-page spans, and the page map from address to region. */
 #include "refill_internal.h"
 #include "hak_backend.h"
+#include "hak_policy.h"
 
 #include <errno.h>
 #include <string.h>
 
 #define ALL_PAGES 0xffffffffu
 #define USABLE_PAGES (ALL_PAGES & ~1u) /* page 0 holds the header */
-#define EMPTY_REGIONS_KEPT 2           /* avoid a map/unmap per medium free */
+#define EMPTY_REGIONS_MAX 16           /* kept however recent: 32 MiB of address space */
 
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 
@@ -85,6 +86,42 @@ static void region_release(hk_chunk_t *ch)
     hk_os_release(ch, HK_CHUNK_SIZE);
 }
 
+/* Free pages are kept resident for reuse (a page given back faults in again
+ * at 20-40 µs here) until their region has seen no span freed for `delay`
+ * ms; then an empty region is unmapped and free pages are decommitted.
+ * At most EMPTY_REGIONS_MAX empty regions are kept however recent.
+ * Caller holds the lock. Returns bytes given back; *pending is set when
+ * free resident pages remain. */
+static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
+{
+    size_t given = 0;
+    for (hk_chunk_t *ch = regions, *next; ch; ch = next) {
+        next = ch->next_region;
+        bool idle = now - ch->idle_ms >= delay;
+        if (ch->free_pages == USABLE_PAGES && (idle || empty_regions > EMPTY_REGIONS_MAX)) {
+            region_release(ch);
+            given += HK_CHUNK_SIZE;
+            continue;
+        }
+        uint32_t dirty = ch->free_pages & ch->dirty_pages;
+        if (dirty && !idle) {
+            *pending = true;
+            continue;
+        }
+        while (dirty) {
+            unsigned at = (unsigned)__builtin_ctz(dirty), n = 0;
+            while (at + n < 32 && (dirty >> (at + n) & 1))
+                n++;
+            hk_os_decommit((char *)ch + ((size_t)at << HK_PAGE_SHIFT), (size_t)n << HK_PAGE_SHIFT);
+            given += (size_t)n << HK_PAGE_SHIFT;
+            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
+            dirty &= ~mask;
+            ch->dirty_pages &= ~mask;
+        }
+    }
+    return given;
+}
+
 /* Lowest start of a run of n free pages in mask, or -1. */
 static int find_run(uint32_t mask, unsigned n)
 {
@@ -141,68 +178,21 @@ void hk_span_free(hk_page_t *first)
     for (unsigned i = 0; i < n; i++)
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
     ch->free_pages |= ((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
+    ch->idle_ms = hk_now_ms();
     if (ch->free_pages == USABLE_PAGES) {
+        bool pending = false;
         empty_regions++;
-        if (empty_regions > EMPTY_REGIONS_KEPT)
-            region_release(ch);
+        if (empty_regions > EMPTY_REGIONS_MAX)
+            regions_purge(ch->idle_ms, hk_policy_purge_delay_ms(), &pending);
     }
+    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
     hk_unlock(&region_lock);
 }
 
-void *hk_medium_alloc(size_t n, bool *zeroed)
+size_t hk_region_purge(uint32_t delay, bool *pending)
 {
-    unsigned pages = (unsigned)((n + HK_PAGE_SIZE - 1) >> HK_PAGE_SHIFT);
-    hk_page_t *pg = hk_span_alloc(pages, HK_PAGE_MEDIUM, 0, zeroed);
-    if (!pg) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    return (void *)pg->start;
-}
-
-/* The first page of the medium block starting at p; aborts otherwise. A free
- * page-aligned address in a region most likely held a medium block before. */
-static hk_page_t *medium_check(hk_chunk_t *ch, const void *p, const char *op)
-{
-    hk_page_t *pg = hk_page_of(ch, p);
-    if (ch->kind == HK_CHUNK_REGION && pg->kind == HK_PAGE_MEDIUM && pg->start == (uintptr_t)p)
-        return &ch->page[pg->first];
-    if (ch->kind == HK_CHUNK_REGION && pg->kind == HK_PAGE_FREE &&
-        ((uintptr_t)p & (HK_PAGE_SIZE - 1)) == 0)
-        hk_fatal_op("double", op, p);
-    hk_fatal_op("invalid", op, p);
-}
-
-void hk_medium_free(hk_chunk_t *ch, void *p) { hk_span_free(medium_check(ch, p, "free")); }
-
-size_t hk_medium_usable(hk_chunk_t *ch, const void *p)
-{
-    return (size_t)medium_check(ch, p, "malloc_usable_size")->npages << HK_PAGE_SHIFT;
-}
-
-size_t hk_region_trim(void)
-{
-    size_t given = 0;
     hk_lock(&region_lock);
-    for (hk_chunk_t *ch = regions, *next; ch; ch = next) {
-        next = ch->next_region;
-        if (ch->free_pages == USABLE_PAGES) {
-            given += HK_CHUNK_SIZE;
-            region_release(ch);
-            continue;
-        }
-        uint32_t idle = ch->free_pages & ch->dirty_pages;
-        while (idle) {
-            unsigned at = (unsigned)__builtin_ctz(idle), n = 0;
-            while (at + n < 32 && (idle >> (at + n) & 1))
-                n++;
-            hk_os_decommit((char *)ch + ((size_t)at << HK_PAGE_SHIFT), (size_t)n << HK_PAGE_SHIFT);
-            given += (size_t)n << HK_PAGE_SHIFT;
-            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
-            idle &= ~mask;
-            ch->dirty_pages &= ~mask;
-        }
-    }
+    size_t given = regions_purge(hk_now_ms(), delay, pending);
     hk_unlock(&region_lock);
     return given;
 }

@@ -1,0 +1,82 @@
+/* purge.c — hakmem's one background thread: it gives idle free memory back to the OS after the purge delay. */
+#include "front_internal.h"
+#include "hak_policy.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+bool hk_purge_thread_enabled = true;
+
+static int started; /* 0 no, 1 yes (or being started) */
+static int parked;  /* futex word: 1 while the thread waits for work */
+
+static void futex(int *word, int op, int val)
+{
+    syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+}
+
+static void *purger(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the program's */
+    for (;;) {
+        uint32_t delay = hk_policy_purge_delay_ms();
+        uint32_t nap = delay / 2 < 10 ? 10 : delay / 2;
+        struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        __atomic_store_n(&hk_refill_purge_pending, 0, __ATOMIC_SEQ_CST);
+        bool more = false;
+        hk_refill_purge(delay, &more);
+        hk_large_purge(delay, &more);
+        if (more)
+            continue;
+        /* Nothing left to purge: sleep until a free makes some. */
+        __atomic_store_n(&parked, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_SEQ_CST))
+            futex(&parked, FUTEX_WAIT_PRIVATE, 1);
+        __atomic_store_n(&parked, 0, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
+void hk_purge_kick_slow(void)
+{
+    if (!hk_purge_thread_enabled || __atomic_load_n(&hk_init_state, __ATOMIC_ACQUIRE) != 2)
+        return;
+    if (!__atomic_load_n(&started, __ATOMIC_RELAXED)) {
+        int expect = 0;
+        if (!__atomic_compare_exchange_n(&started, &expect, 1, false, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_RELAXED))
+            return;
+        /* pthread_create allocates: no hakmem lock is held here. */
+        pthread_attr_t attr;
+        pthread_t tid;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        if (pthread_create(&tid, &attr, purger, NULL) != 0) {
+            hk_purge_thread_enabled = false; /* purging stays inline and in malloc_trim */
+            if (hk_verbose)
+                hk_log("could not start the purge thread; purging on slow paths only");
+        }
+        pthread_attr_destroy(&attr);
+        return;
+    }
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* pending store before parked load */
+    int one = 1;
+    if (__atomic_load_n(&parked, __ATOMIC_RELAXED) &&
+        __atomic_compare_exchange_n(&parked, &one, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+        futex(&parked, FUTEX_WAKE_PRIVATE, 1);
+}
+
+void hk_purge_after_fork(void)
+{
+    started = 0;
+    parked = 0;
+}

@@ -1,0 +1,276 @@
+/* medium.c — blocks of 32 KiB–1 MiB: forty size classes carved from slabs whose free blocks are tracked in a bitmap, never by writing into the blocks. */
+#include "refill_internal.h"
+#include "hak_backend.h"
+#include "hak_policy.h"
+
+#include <errno.h>
+
+#define HK_MEDIUM_CLASSES 40
+#define MEDIUM_EMPTY_MAX 8 /* per class, however recent */
+/* The dirty blocks of all classes' empty slabs together, however recent:
+ * an upper bound on the RSS kept for reuse. */
+#define MEDIUM_EMPTY_BUDGET ((size_t)32 << 20)
+static size_t empty_bytes; /* atomic: updated under different class locks */
+
+/* Eight classes per doubling from 32 KiB to 1 MiB (<= 12.5% waste). */
+static const uint32_t msize[HK_MEDIUM_CLASSES] = {
+    36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536,
+    73728, 81920, 90112, 98304, 106496, 114688, 122880, 131072,
+    147456, 163840, 180224, 196608, 212992, 229376, 245760, 262144,
+    294912, 327680, 360448, 393216, 425984, 458752, 491520, 524288,
+    589824, 655360, 720896, 786432, 851968, 917504, 983040, 1048576,
+};
+
+/* Index (n + 4095) >> 12 for 32 KiB < n <= 1 MiB; entries up to 32 KiB unused. */
+static const uint8_t mclass_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6,
+    7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15,
+    15, 16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19,
+    19, 20, 20, 20, 20, 21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23,
+    23, 24, 24, 24, 24, 24, 24, 24, 24, 25, 25, 25, 25, 25, 25, 25,
+    25, 26, 26, 26, 26, 26, 26, 26, 26, 27, 27, 27, 27, 27, 27, 27,
+    27, 28, 28, 28, 28, 28, 28, 28, 28, 29, 29, 29, 29, 29, 29, 29,
+    29, 30, 30, 30, 30, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31,
+    31, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32,
+    32, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33,
+    33, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34,
+    34, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35,
+    35, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36,
+    36, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37,
+    37, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38,
+    38, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39,
+    39,
+};
+
+/* Slab geometry: the fewest 64 KiB pages (at most 24) holding at least four
+ * blocks where that fits, wasting at most 1/16 where possible. */
+static const uint8_t mslab_pages[HK_MEDIUM_CLASSES] = {
+    3, 4, 5, 3, 5, 7, 4, 4, 6, 5, 7, 6, 10, 7, 8, 8, 9, 10, 11, 12,
+    13, 14, 15, 16, 18, 20, 22, 24, 20, 21, 23, 24, 18, 20, 22, 24, 13, 14, 15, 16,
+};
+
+/* A medium class: its lock and its slabs that have a free block. Freed
+ * blocks are not written to, so a cached block costs no page fault and the
+ * slab can be purged as a whole. */
+typedef struct mclass_state {
+    hk_lock_t lock;
+    hk_page_t *partial;
+    unsigned npartial;
+    unsigned nempty;  /* partial slabs with no block in use */
+    uint32_t last_purge_ms;
+} mclass_state_t;
+
+static mclass_state_t mclasses[HK_MEDIUM_CLASSES];
+
+static void mpartial_add(mclass_state_t *ms, hk_page_t *pg)
+{
+    pg->prev = NULL;
+    pg->next = ms->partial;
+    if (ms->partial)
+        ms->partial->prev = pg;
+    ms->partial = pg;
+    pg->on_partial = 1;
+    ms->npartial++;
+}
+
+static void mpartial_remove(mclass_state_t *ms, hk_page_t *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        ms->partial = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+    pg->next = pg->prev = NULL;
+    pg->on_partial = 0;
+    ms->npartial--;
+}
+
+static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
+{
+    bool zeroed;
+    unsigned n = mslab_pages[m];
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, 0, &zeroed);
+    if (!pg)
+        return NULL;
+    uint32_t size = msize[m];
+    unsigned cap = (unsigned)(((size_t)n << HK_PAGE_SHIFT) / size);
+    pg->capacity = cap;
+    pg->charge = 0; /* fresh: nothing resident yet */
+    ms->nempty++;
+    pg->mfree = cap == 32 ? 0xffffffffu : (1u << cap) - 1;
+    pg->mdirty = zeroed ? 0 : 0xffffffffu;
+    hk_chunk_t *ch = hk_chunk_of_page(pg);
+    uint64_t magic = UINT64_MAX / size + 1;
+    for (unsigned i = 0; i < n; i++) {
+        ch->page[hk_page_index(pg) + i].divmagic = magic;
+        ch->page[hk_page_index(pg) + i].mcls = (uint8_t)m;
+    }
+    mpartial_add(ms, pg);
+    return pg;
+}
+
+/* Free blocks stay resident for reuse (a re-faulted page costs 20-40 µs
+ * here) until their slab has had no block freed for `delay` ms: then an
+ * empty slab goes back to its region and the free blocks of a partial one
+ * are decommitted. At most MEDIUM_EMPTY_MAX empty slabs per class and
+ * MEDIUM_EMPTY_BUDGET bytes of them overall are kept however recent.
+ * Caller holds ms->lock. */
+static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay, bool *pending)
+{
+    ms->last_purge_ms = now;
+    for (hk_page_t *pg = ms->partial, *next; pg; pg = next) {
+        next = pg->next;
+        bool idle = now - pg->idle_ms >= delay;
+        if (pg->used == 0 &&
+            (idle || ms->nempty > MEDIUM_EMPTY_MAX ||
+             __atomic_load_n(&empty_bytes, __ATOMIC_RELAXED) > MEDIUM_EMPTY_BUDGET)) {
+            ms->nempty--;
+            __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
+            mpartial_remove(ms, pg);
+            hk_span_free(pg);
+            continue;
+        }
+        uint32_t dirty = pg->mfree & pg->mdirty;
+        if (dirty && !idle) {
+            *pending = true;
+            continue;
+        }
+        /* Blocks are 4 KiB-aligned multiples of 4 KiB: decommit each run. */
+        while (dirty) {
+            unsigned at = (unsigned)__builtin_ctz(dirty), n = 0;
+            while (at + n < 32 && (dirty >> (at + n) & 1))
+                n++;
+            hk_os_decommit((char *)pg->start + (size_t)at * msize[m], (size_t)n * msize[m]);
+            uint32_t mask = (n == 32 ? 0xffffffffu : ((1u << n) - 1)) << at;
+            dirty &= ~mask;
+            pg->mdirty &= ~mask;
+        }
+    }
+}
+
+void *hk_medium_alloc(size_t n, bool *zeroed)
+{
+    unsigned m = mclass_by4k[(n + 4095) >> 12];
+    mclass_state_t *ms = &mclasses[m];
+    hk_lock(&ms->lock);
+    hk_page_t *pg = ms->partial;
+    if (!pg && !(pg = mslab_new(ms, m))) {
+        hk_unlock(&ms->lock);
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* A block handed out before is already faulted in: reusing it costs no
+     * page fault (a fault costs 20-40 µs on these virtual machines). */
+    uint32_t warm = pg->mfree & pg->mdirty;
+    unsigned i = (unsigned)__builtin_ctz(warm ? warm : pg->mfree);
+    uint32_t bit = 1u << i;
+    pg->mfree &= ~bit;
+    if (pg->used++ == 0) {
+        ms->nempty--;
+        __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
+    }
+    *zeroed = !(pg->mdirty & bit);
+    pg->mdirty |= bit;
+    if (!pg->mfree)
+        mpartial_remove(ms, pg);
+    void *p = (char *)pg->start + (size_t)i * msize[m];
+    hk_unlock(&ms->lock);
+    return p;
+}
+
+/* The slab's first page and p's block index; aborts on a bad pointer. */
+static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
+{
+    hk_page_t *pg = hk_page_of(ch, p);
+    if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM || !hk_slab_is_block_start(pg, p))
+        hk_fatal_op("invalid", op, p);
+    hk_page_t *first = &ch->page[pg->first];
+    unsigned i = (unsigned)(((uintptr_t)p - first->start) / msize[first->mcls]);
+    if (i >= first->capacity)
+        hk_fatal_op("invalid", op, p);
+    if (first->mfree & (1u << i))
+        hk_fatal_op("double", op, p);
+    *idx = i;
+    return first;
+}
+
+void hk_medium_free(hk_chunk_t *ch, void *p)
+{
+    unsigned i;
+    hk_page_t *pg = hk_page_of(ch, p);
+    mclass_state_t *ms = &mclasses[pg->mcls];
+    hk_lock(&ms->lock);
+    pg = mcheck(ch, p, "free", &i);
+    pg->mfree |= 1u << i;
+    pg->used--;
+    pg->idle_ms = hk_now_ms();
+    if (!pg->on_partial)
+        mpartial_add(ms, pg);
+    if (pg->used == 0) {
+        ms->nempty++;
+        pg->charge = (uint32_t)__builtin_popcount(pg->mdirty & pg->mfree) * msize[pg->mcls];
+        __atomic_add_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
+    }
+    /* Inline purging at most once per clock tick and class; the purge
+     * thread covers classes that go quiet. */
+    bool pending = false;
+    if (pg->idle_ms != ms->last_purge_ms)
+        mpurge(ms, pg->mcls, pg->idle_ms, hk_policy_purge_delay_ms(), &pending);
+    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
+    hk_unlock(&ms->lock);
+}
+
+size_t hk_medium_usable(hk_chunk_t *ch, const void *p)
+{
+    unsigned i;
+    hk_page_t *pg = hk_page_of(ch, p);
+    if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM)
+        hk_fatal_op("invalid", "malloc_usable_size", p);
+    mclass_state_t *ms = &mclasses[pg->mcls];
+    hk_lock(&ms->lock);
+    pg = mcheck(ch, p, "malloc_usable_size", &i);
+    size_t size = msize[pg->mcls];
+    hk_unlock(&ms->lock);
+    return size;
+}
+
+size_t hk_medium_class_size(size_t n) { return msize[mclass_by4k[(n + 4095) >> 12]]; }
+
+void hk_medium_purge(uint32_t delay, bool *pending)
+{
+    uint32_t now = hk_now_ms();
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
+        mclass_state_t *ms = &mclasses[m];
+        if (!__atomic_load_n(&ms->partial, __ATOMIC_RELAXED))
+            continue;
+        hk_lock(&ms->lock);
+        mpurge(ms, m, now, delay, pending);
+        hk_unlock(&ms->lock);
+    }
+}
+
+size_t hk_medium_free_bytes(void)
+{
+    size_t bytes = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
+        mclass_state_t *ms = &mclasses[m];
+        hk_lock(&ms->lock);
+        for (hk_page_t *pg = ms->partial; pg; pg = pg->next)
+            bytes += (size_t)__builtin_popcount(pg->mfree) * msize[m];
+        hk_unlock(&ms->lock);
+    }
+    return bytes;
+}
+
+void hk_medium_lock_all(void)
+{
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++)
+        hk_lock(&mclasses[m].lock);
+}
+
+void hk_medium_unlock_all(void)
+{
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++)
+        hk_unlock(&mclasses[m].lock);
+}
