@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Enforces contract D: a source file includes only headers beside it or other boxes' public headers (*/include/*.h)."""
+# Enforces contract D: a source file includes only headers beside it or other boxes' public headers (*/include/*.h).
 
 import os
 import re

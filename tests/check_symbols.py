@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Checks symbol hygiene: every global symbol of libhakmem.a carries the hk_/hak_ prefix or is a standard allocator name, and libhakmem.so exports only hak_* and those names."""
+# Checks symbol hygiene: every global symbol of libhakmem.a carries the hk_/hak_ prefix or is a standard allocator name, and libhakmem.so exports only hak_* and those names.
 
 import subprocess
 import sys

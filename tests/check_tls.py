@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Checks that libhakmem.so's PT_TLS segment is under 1 KiB, so dlopen of it cannot exhaust glibc's static TLS surplus."""
+# Checks that libhakmem.so's PT_TLS segment is under 1 KiB, so dlopen of it cannot exhaust glibc's static TLS surplus.
 
 import subprocess
 import sys

@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""Runs real programs plainly and with LD_PRELOAD=libhakmem.so and fails unless stdout and exit codes match byte for byte."""
+# Runs real programs plainly and with LD_PRELOAD=libhakmem.so and fails unless stdout and exit codes match byte for byte.
 
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""A dict/list/str-heavy Python workload with deterministic output, run with and without LD_PRELOAD=libhakmem.so."""
+# A dict/list/str-heavy Python workload with deterministic output, run with and without LD_PRELOAD=libhakmem.so.
 
 import hashlib
 import json

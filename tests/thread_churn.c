@@ -9,7 +9,6 @@
 #include "test_alloc_names.h"
 #include "test_util.h"
 
-#define TOTAL 10000
 #define BATCH 4
 #define PER_THREAD 50
 
@@ -58,11 +57,13 @@ static void *body(void *arg)
     return NULL;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* A larger count (argv[1]) helps tell a slow leak from a plateau. */
+    int total = argc > 1 ? atoi(argv[1]) : 10000;
     static struct job jobs[BATCH];
     size_t rss_1k = 0;
-    for (int done = 0; done < TOTAL; done += BATCH) {
+    for (int done = 0; done < total; done += BATCH) {
         pthread_t th[BATCH];
         for (int b = 0; b < BATCH; b++) {
             jobs[b].seed = (unsigned)(done + b) * 2654435761u;
@@ -85,7 +86,7 @@ int main(void)
     size_t rss_10k = hk_test_rss();
     long growth = (long)rss_10k - (long)rss_1k;
     printf("thread churn: RSS after 1000 threads %zu KiB, after %d threads %zu KiB, growth %ld KiB\n", rss_1k / 1024,
-           TOTAL, rss_10k / 1024, growth / 1024);
+           total, rss_10k / 1024, growth / 1024);
     if (growth >= 8L << 20) {
         fprintf(stderr, "RSS grew by %ld KiB (limit 8192 KiB): dead threads' caches leak\n", growth / 1024);
         return 1;
