@@ -19,10 +19,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [ -d build/bench ]; then
-    meson setup --reconfigure build/bench -Dtests=disabled >/dev/null
-else
-    meson setup build/bench -Dtests=disabled >/dev/null
-fi
-ninja -C build/bench >/dev/null
-exec python3 bench/run.py --hakmem hakmem=build/bench/libhakmem.so --build-dir build/bench-programs "$@"
+# The default build, and the shared-pool build for comparison (-Dpool_tls=false).
+for cfg in "bench|" "bench-pool|-Dpool_tls=false"; do
+    IFS='|' read -r dir opts <<<"$cfg"
+    # shellcheck disable=SC2086
+    if [ -d "build/$dir" ]; then
+        meson setup --reconfigure "build/$dir" -Dtests=disabled $opts >/dev/null
+    else
+        meson setup "build/$dir" -Dtests=disabled $opts >/dev/null
+    fi
+    ninja -C "build/$dir" >/dev/null
+done
+exec python3 bench/run.py --hakmem hakmem=build/bench/libhakmem.so \
+    --hakmem hakmem-pool=build/bench-pool/libhakmem.so --build-dir build/bench-programs "$@"

@@ -21,6 +21,7 @@ fi
 # name | meson options | suites to run ("" = all)
 configs=(
     "default||"
+    "shared-pool|-Dpool_tls=false|"
     "no-override|-Doverride=false|api misuse threads layout"
 )
 only="${HAKMEM_TEST_CONFIGS:-}"

@@ -6,6 +6,10 @@
 unsigned hk_policy_batch(unsigned c);
 /* Most blocks a thread may cache for class c (at least batch, at most 65535). */
 unsigned hk_policy_cap(unsigned c);
+/* Most bytes one thread's caches of the mid classes (1-32 KiB) may hold;
+ * HAKMEM_THREAD_MID_BYTES sets it once at initialisation. */
+unsigned hk_policy_thread_mid_bytes(void);
+void hk_policy_set_thread_mid_bytes(unsigned bytes);
 /* Most whole batches the central exchange keeps for class c. */
 unsigned hk_policy_central_batches(unsigned c);
 

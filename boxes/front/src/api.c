@@ -158,10 +158,11 @@ void *hak_pvalloc(size_t n)
 
 /* ---- free and size queries --------------------------------------------- */
 
-/* Block size of the small block p, aborting on a pointer that is not one. */
+/* Block size of the small block p, aborting on a pointer that is not one
+ * (or one sitting in a free list: a use after free). */
 static size_t small_check(hk_page_t *pg, const void *p, const char *op)
 {
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p)))
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || hk_tls_is_tagged(p)))
         hk_fatal_op("invalid", op, p);
     return hk_class_size[pg->cls];
 }
@@ -224,7 +225,7 @@ static size_t usable(void *p, const char *op)
     if (pg->cls)
         return small_check(pg, p, op);
     if (ch->kind == HK_CHUNK_REGION)
-        return hk_medium_usable(ch, p);
+        return hk_medium_usable(ch, p, op);
     return hk_large_usable(ch, p, op);
 }
 
@@ -245,15 +246,21 @@ void *hak_realloc(void *p, size_t n)
         errno = ENOMEM;
         return NULL;
     }
+    /* A block grown in small steps gets a quarter more than asked, so a
+     * string or vector growing by appends moves every 25%, not at every
+     * class boundary (12.5%): copies stay amortised O(1) per byte. */
+    size_t want = n > old && n - old < old / 4 ? old + old / 4 : n;
     if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX) {
         hk_chunk_t *ch = hk_chunk_of(p);
         if (ch->kind == HK_CHUNK_LARGE) {
-            void *q = hk_large_resize(ch, p, n);
-            if (q)
+            void *q = hk_large_resize(ch, p, want);
+            if (q || (want != n && (q = hk_large_resize(ch, p, n))))
                 return q;
         }
     }
-    void *q = alloc(n);
+    void *q = alloc(want);
+    if (!q && want != n)
+        q = alloc(n);
     if (!q)
         return NULL; /* the old block stays valid */
     memcpy(q, p, n < old ? n : old);

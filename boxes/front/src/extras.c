@@ -13,7 +13,13 @@
 const char *hak_version(void)
 {
     return HK_STR(HAKMEM_VERSION_MAJOR) "." HK_STR(HAKMEM_VERSION_MINOR) "." HK_STR(
-        HAKMEM_VERSION_PATCH) " (backend=" HK_BACKEND_NAME ", policy=" HK_POLICY_NAME ")";
+        HAKMEM_VERSION_PATCH) " (backend=" HK_BACKEND_NAME ", policy=" HK_POLICY_NAME
+#if HK_POOL_TLS
+        ", pool_tls"
+#else
+        ", shared pool"
+#endif
+        ")";
 }
 
 /* hakmem has no tunables behind mallopt: every parameter is accepted and
@@ -28,16 +34,18 @@ int hak_mallopt(int param, int value)
 struct mallinfo2 hak_mallinfo2(void)
 {
     hk_refill_stats_t st;
-    size_t large_bytes, large_count;
+    size_t large_bytes, large_count, large_cached;
     hk_refill_stats(&st);
-    hk_large_stats(&large_bytes, &large_count);
+    hk_large_stats(&large_bytes, &large_count, &large_cached);
     struct mallinfo2 mi = {0};
     size_t free_bytes = st.free_page_bytes + st.central_bytes + st.slab_free_bytes;
-    mi.arena = st.region_bytes;
+    /* Cached large mappings are free memory kept for reuse: in arena and
+     * fordblks, not in hblkhd. */
+    mi.arena = st.region_bytes + large_cached;
     mi.hblks = large_count;
     mi.hblkhd = large_bytes;
-    mi.fordblks = free_bytes;
-    mi.uordblks = st.region_bytes > free_bytes ? st.region_bytes - free_bytes : 0;
+    mi.fordblks = free_bytes + large_cached;
+    mi.uordblks = mi.arena > mi.fordblks ? mi.arena - mi.fordblks : 0;
     mi.ordblks = 1;
     return mi;
 }

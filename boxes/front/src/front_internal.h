@@ -14,7 +14,8 @@ size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
 void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
 /* Unmaps cached mappings idle for at least delay ms (0: all). */
 size_t hk_large_purge(uint32_t delay, bool *pending);
-void hk_large_stats(size_t *bytes, size_t *count);
+/* Mapped bytes and count of live large blocks, and bytes of cached free ones. */
+void hk_large_stats(size_t *live, size_t *count, size_t *cached);
 void hk_large_lock(void);
 void hk_large_unlock(void);
 

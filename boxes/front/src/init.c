@@ -82,6 +82,7 @@ void hk_init_slow(void)
     hk_verbose = env_uint("HAKMEM_VERBOSE", 0, 1);
     hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
+    hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
     hk_tls_process_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

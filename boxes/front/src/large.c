@@ -17,6 +17,17 @@ static hk_chunk_t *cache[CACHE_SLOTS]; /* oldest first */
 static unsigned cache_n;
 static size_t cache_bytes, live_bytes, live_count;
 
+/* Bytes to map for n bytes at offset off: whole pages, rounded up to one of
+ * eight steps per power of two (at most 12.5% more address space), so freed
+ * mappings are likely to fit the next request. The mapping starts on a
+ * 2 MiB boundary; the rest of its last 2 MiB chunk stays unmapped. */
+static size_t map_size(size_t off, size_t n)
+{
+    size_t total = hk_align_up(off + n, HK_OS_PAGE);
+    size_t step = ((size_t)1 << (63 - __builtin_clzll(total))) >> 3;
+    return hk_align_up(total, step > HK_OS_PAGE ? step : HK_OS_PAGE);
+}
+
 void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
 {
     size_t off = align <= 64 ? HDR : hk_align_up(HDR, align);
@@ -24,7 +35,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         errno = ENOMEM;
         return NULL;
     }
-    size_t total = hk_align_up(off + n, HK_CHUNK_SIZE);
+    size_t total = map_size(off, n);
     hk_lock(&large_lock);
     if (off == HDR) {
         /* Best fit among cached mappings, wasting at most a third. */
@@ -72,7 +83,8 @@ static void check(hk_chunk_t *ch, const void *p, const char *op)
 {
     if (ch->kind == HK_CHUNK_LARGE && ch->user == p)
         return;
-    hk_fatal_op(ch->kind == HK_CHUNK_LARGE_FREE && ch->user == p ? "double" : "invalid", op, p);
+    bool again = ch->kind == HK_CHUNK_LARGE_FREE && ch->user == p && !strcmp(op, "free");
+    hk_fatal_op(again ? "double" : "invalid", op, p);
 }
 
 static void unmap(hk_chunk_t *ch)
@@ -135,11 +147,14 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
     size_t off = (size_t)(ch->user - (char *)ch);
     if (n > (size_t)PTRDIFF_MAX - off - HK_CHUNK_SIZE)
         return NULL;
-    size_t old = ch->map_size, total = hk_align_up(off + n, HK_CHUNK_SIZE);
+    size_t old = ch->map_size, total = map_size(off, n);
     if (total == old)
         return p;
     if (total < old) {
-        hk_pagemap_set((char *)ch + total, old - total, NULL);
+        /* Only 2 MiB chunks wholly past the new end stop being this block's. */
+        char *keep = (char *)hk_align_up((uintptr_t)ch + total, HK_CHUNK_SIZE);
+        if (keep < (char *)ch + old)
+            hk_pagemap_set(keep, (size_t)((char *)ch + old - keep), NULL);
         hk_os_resize(ch, old, total);
     } else if (hk_os_resize(ch, old, total)) {
         if (!hk_pagemap_set((char *)ch + old, total - old, ch)) {
@@ -192,11 +207,12 @@ size_t hk_large_purge(uint32_t delay, bool *pending)
     return given;
 }
 
-void hk_large_stats(size_t *bytes, size_t *count)
+void hk_large_stats(size_t *live, size_t *count, size_t *cached)
 {
     hk_lock(&large_lock);
-    *bytes = live_bytes + cache_bytes;
-    *count = live_count + cache_n;
+    *live = live_bytes;
+    *count = live_count;
+    *cached = cache_bytes;
     hk_unlock(&large_lock);
 }
 

@@ -26,7 +26,8 @@ typedef struct hk_page {
     uint32_t capacity;  /* slab: blocks in the span */
     uint8_t on_partial;
     uint8_t mcls;       /* medium slab: its medium class */
-    uint8_t pad[2];
+    uint8_t shard;      /* slab: the Box 2 shard that carved it */
+    uint8_t pad;
     uint32_t mfree;     /* medium slab: bit i set = block i is free */
     uint32_t mdirty;    /* medium slab: bit i set = block i may be non-zero */
     uint32_t idle_ms;   /* slab: when a block was last freed into it */
@@ -93,7 +94,7 @@ void hk_refill_free_one(unsigned c, void *p);
  * *zeroed tells whether the block is known to read as zero. */
 void *hk_medium_alloc(size_t n, bool *zeroed);
 void hk_medium_free(hk_chunk_t *ch, void *p); /* aborts on a bad pointer */
-size_t hk_medium_usable(hk_chunk_t *ch, const void *p);
+size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op);
 size_t hk_medium_class_size(size_t n);
 
 /* Page-map registration for the large path: [base, base+size) -> ch. */

@@ -4,6 +4,7 @@
 #include "hak_policy.h"
 
 #include <errno.h>
+#include <string.h>
 
 #define HK_MEDIUM_CLASSES 40
 #define MEDIUM_EMPTY_MAX 8 /* per class, however recent */
@@ -189,8 +190,8 @@ static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned
     unsigned i = (unsigned)(((uintptr_t)p - first->start) / msize[first->mcls]);
     if (i >= first->capacity)
         hk_fatal_op("invalid", op, p);
-    if (first->mfree & (1u << i))
-        hk_fatal_op("double", op, p);
+    if (first->mfree & (1u << i)) /* already free: a second free, or a use after free */
+        hk_fatal_op(strcmp(op, "free") ? "invalid" : "double", op, p);
     *idx = i;
     return first;
 }
@@ -221,15 +222,15 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
     hk_unlock(&ms->lock);
 }
 
-size_t hk_medium_usable(hk_chunk_t *ch, const void *p)
+size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
 {
     unsigned i;
     hk_page_t *pg = hk_page_of(ch, p);
     if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM)
-        hk_fatal_op("invalid", "malloc_usable_size", p);
+        hk_fatal_op("invalid", op, p);
     mclass_state_t *ms = &mclasses[pg->mcls];
     hk_lock(&ms->lock);
-    pg = mcheck(ch, p, "malloc_usable_size", &i);
+    pg = mcheck(ch, p, op, &i);
     size_t size = msize[pg->mcls];
     hk_unlock(&ms->lock);
     return size;

@@ -3,6 +3,7 @@
 #include "hak_policy.h"
 
 #include <errno.h>
+#include <pthread.h>
 
 #define CENTRAL_MAX 64
 
@@ -15,7 +16,24 @@ typedef struct hk_class_state {
     uint32_t last_give_ms; /* when a batch last entered the exchange */
 } hk_class_state_t;
 
-static hk_class_state_t classes[HK_NCLASS];
+/* Shards split a class's lock and slabs between threads. With the default
+ * build every class has one (threads meet only in batches); -Dpool_tls=false
+ * serves mid blocks one at a time from the pool, so it has several. */
+#ifndef HK_REFILL_SHARDS
+#define HK_REFILL_SHARDS 1
+#endif
+static hk_class_state_t classes[HK_NCLASS][HK_REFILL_SHARDS];
+
+/* The calling thread's shard: threads keep theirs, spread by their id. */
+static unsigned my_shard(void)
+{
+#if HK_REFILL_SHARDS > 1
+    uint64_t h = (uint64_t)pthread_self() * 0x9e3779b97f4a7c15ull;
+    return (unsigned)(h >> 32) % HK_REFILL_SHARDS;
+#else
+    return 0;
+#endif
+}
 int hk_refill_purge_pending;
 
 /* A slab holds at least 16 blocks (a refill of the biggest class) in 1..8 pages. */
@@ -50,7 +68,7 @@ static void partial_remove(hk_class_state_t *cs, hk_page_t *pg)
     cs->npartial--;
 }
 
-static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c)
+static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
 {
     bool zeroed;
     unsigned n = slab_pages(c);
@@ -59,6 +77,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c)
         return NULL;
     uint32_t size = hk_class_size[c];
     pg->capacity = (uint32_t)(((size_t)n << HK_PAGE_SHIFT) / size);
+    pg->shard = (uint8_t)shard;
     pg->bump = (char *)pg->start;
     pg->end = pg->bump + (size_t)pg->capacity * size;
     uint64_t magic = UINT64_MAX / size + 1;
@@ -70,13 +89,13 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c)
 }
 
 /* Appends up to want blocks from the class's slabs to the list at *tail. */
-static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned want, void ***tail)
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, void ***tail)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0;
     while (got < want) {
         hk_page_t *pg = cs->partial;
-        if (!pg && !(pg = slab_new(cs, c)))
+        if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
         while (got < want && pg->free) {
             void *b = pg->free;
@@ -102,7 +121,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned want, void ***t
 
 unsigned hk_refill_take(unsigned c, unsigned want, void **head)
 {
-    hk_class_state_t *cs = &classes[c];
+    hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
     if (cs->nbatch) {
         cs->nbatch--;
@@ -112,7 +131,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
         return n;
     }
     void **tail = head;
-    unsigned got = carve(cs, c, want, &tail);
+    unsigned got = carve(cs, c, 0, want, &tail);
     hk_unlock(&cs->lock);
     if (!got)
         errno = ENOMEM;
@@ -143,7 +162,7 @@ static void slab_return(hk_class_state_t *cs, void *b)
 
 void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
 {
-    hk_class_state_t *cs = &classes[c];
+    hk_class_state_t *cs = &classes[c][0];
     unsigned max = hk_policy_central_batches(c);
     if (max > CENTRAL_MAX)
         max = CENTRAL_MAX;
@@ -177,7 +196,8 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
 
 void *hk_refill_alloc_one(unsigned c)
 {
-    hk_class_state_t *cs = &classes[c];
+    unsigned shard = c > HK_TINY_LAST ? my_shard() : 0;
+    hk_class_state_t *cs = &classes[c][shard];
     void *b = NULL;
     hk_lock(&cs->lock);
     if (cs->nbatch) {
@@ -188,7 +208,7 @@ void *hk_refill_alloc_one(unsigned c)
             cs->nbatch--;
     } else {
         void **tail = &b;
-        carve(cs, c, 1, &tail);
+        carve(cs, c, shard, 1, &tail);
     }
     hk_unlock(&cs->lock);
     if (!b)
@@ -198,7 +218,8 @@ void *hk_refill_alloc_one(unsigned c)
 
 void hk_refill_free_one(unsigned c, void *p)
 {
-    hk_class_state_t *cs = &classes[c];
+    hk_chunk_t *ch = hk_chunk_of(p);
+    hk_class_state_t *cs = &classes[c][ch->page[hk_page_of(ch, p)->first].shard];
     hk_lock(&cs->lock);
     slab_return(cs, p);
     hk_unlock(&cs->lock);
@@ -207,8 +228,9 @@ void hk_refill_free_one(unsigned c, void *p)
 size_t hk_refill_purge(uint32_t delay, bool *pending)
 {
     uint32_t now = hk_now_ms();
-    for (unsigned c = 1; c < HK_NCLASS; c++) {
-        hk_class_state_t *cs = &classes[c];
+    for (unsigned i = HK_REFILL_SHARDS; i < HK_NCLASS * HK_REFILL_SHARDS; i++) {
+        unsigned c = i / HK_REFILL_SHARDS;
+        hk_class_state_t *cs = &classes[c][i % HK_REFILL_SHARDS];
         if (!__atomic_load_n(&cs->nbatch, __ATOMIC_RELAXED) && !__atomic_load_n(&cs->partial, __ATOMIC_RELAXED))
             continue;
         hk_lock(&cs->lock);
@@ -243,8 +265,9 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
 void hk_refill_stats(hk_refill_stats_t *st)
 {
     size_t central = 0, slab_free = 0;
-    for (unsigned c = 1; c < HK_NCLASS; c++) {
-        hk_class_state_t *cs = &classes[c];
+    for (unsigned i = HK_REFILL_SHARDS; i < HK_NCLASS * HK_REFILL_SHARDS; i++) {
+        unsigned c = i / HK_REFILL_SHARDS;
+        hk_class_state_t *cs = &classes[c][i % HK_REFILL_SHARDS];
         hk_lock(&cs->lock);
         for (unsigned i = 0; i < cs->nbatch; i++)
             central += (size_t)cs->batch[i].n * hk_class_size[c];
@@ -261,7 +284,8 @@ void hk_refill_stats(hk_refill_stats_t *st)
 void hk_refill_lock_all(void)
 {
     for (unsigned c = 1; c < HK_NCLASS; c++)
-        hk_lock(&classes[c].lock);
+        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
+            hk_lock(&classes[c][sh].lock);
     hk_medium_lock_all();
     hk_region_lock_all();
 }
@@ -271,7 +295,8 @@ void hk_refill_unlock_all(void)
     hk_region_unlock_all();
     hk_medium_unlock_all();
     for (unsigned c = 1; c < HK_NCLASS; c++)
-        hk_unlock(&classes[c].lock);
+        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
+            hk_unlock(&classes[c][sh].lock);
 }
 
 void hk_refill_reset_locks(void)
@@ -279,5 +304,6 @@ void hk_refill_reset_locks(void)
     hk_region_reset_locks();
     hk_medium_unlock_all();
     for (unsigned c = 1; c < HK_NCLASS; c++)
-        classes[c].lock.v = 0;
+        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
+            classes[c][sh].lock.v = 0;
 }

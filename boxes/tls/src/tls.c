@@ -28,9 +28,16 @@ void hk_tls_process_init(void)
         exit_key_ok = true;
 }
 
+/* With -Dpool_tls=false the mid classes have no thread cache: Box 2's
+ * sharded pool serves every mid malloc and free. */
+#if !HK_POOL_TLS
+#define CACHED_LAST HK_TINY_LAST
+#endif
+
 static void thread_start(void)
 {
-    for (unsigned c = 1; c < HK_NCLASS; c++) {
+    /* Mid caps start at 0 and are sized on first use, within the budget. */
+    for (unsigned c = 1; c <= HK_TINY_LAST; c++) {
         hk_tls.cap[c] = (uint16_t)hk_policy_cap(c);
         hk_tls.room[c] = hk_tls.cap[c];
     }
@@ -41,27 +48,84 @@ static void thread_start(void)
         pthread_setspecific(exit_key, (void *)1);
 }
 
+/* Takes the policy's cap for class c (contract B: a new parameter applies at
+ * a refill or flush) and, for a mid class, trims it so that the caps of all
+ * mid classes together hold at most hk_policy_thread_mid_bytes(): what a
+ * thread can park is bounded in bytes, not only in blocks. */
+static unsigned set_cap(unsigned c)
+{
+#if !HK_POOL_TLS
+    if (c > CACHED_LAST) {
+        hk_tls.cap[c] = 0;
+        return 0;
+    }
+#endif
+    unsigned cap = hk_policy_cap(c);
+    if (c > HK_TINY_LAST) {
+        size_t size = hk_class_size[c];
+        size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
+        size_t budget = hk_policy_thread_mid_bytes();
+        size_t allowed = budget > others ? (budget - others) / size : 0;
+        if (cap > allowed)
+            cap = (unsigned)allowed;
+        hk_tls.mid_cap_bytes = (uint32_t)(others + cap * size);
+    }
+    hk_tls.cap[c] = (uint16_t)cap;
+    return cap;
+}
+
+/* Detaches the first k blocks of class c's list. */
+static void *cut(unsigned c, unsigned k)
+{
+    void **last = hk_tls.head[c];
+    for (unsigned i = 1; i < k; i++)
+        last = *last;
+    void *first = hk_tls.head[c];
+    hk_tls.head[c] = *last;
+    *last = NULL;
+    return first;
+}
+
+static void *alloc_uncached(unsigned c)
+{
+    void **p = hk_refill_alloc_one(c);
+    if (p)
+        p[1] = NULL; /* as hk_tls_pop: a live block carries no tag */
+    return p;
+}
+
+static void free_uncached(unsigned c, void *p)
+{
+    ((uintptr_t *)p)[1] = hk_tls_tag(p);
+    hk_refill_free_one(c, p);
+}
+
 void *hk_tls_refill(unsigned c)
 {
     if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE)) {
-        if (hk_tls.state == HK_TLS_DEAD) {
-            void **p = hk_refill_alloc_one(c);
-            if (p)
-                p[1] = NULL; /* as hk_tls_pop: a live block carries no tag */
-            return p;
-        }
+        if (hk_tls.state == HK_TLS_DEAD)
+            return alloc_uncached(c);
         thread_start();
         if (hk_tls.head[c]) /* a nested malloc during thread start refilled c */
             return hk_tls_pop(c);
     }
-    unsigned cap = hk_policy_cap(c); /* contract B: new parameters apply here */
+    unsigned cap = set_cap(c); /* the list is empty: count 0, room = cap */
+    hk_tls.room[c] = (uint16_t)cap;
+    if (cap == 0)
+        return alloc_uncached(c);
+    unsigned batch = hk_policy_batch(c);
     void *head;
-    unsigned n = hk_refill_take(c, hk_policy_batch(c), &head);
+    unsigned n = hk_refill_take(c, batch < cap ? batch : cap, &head);
     if (!n)
         return NULL;
-    hk_tls.cap[c] = (uint16_t)(cap >= n ? cap : n);
-    hk_tls.room[c] = (uint16_t)(hk_tls.cap[c] - n);
     hk_tls.head[c] = head;
+    if (n > cap) { /* a central batch larger than a budget-trimmed cap */
+        void *keep = cut(c, cap);
+        hk_refill_give(c, hk_tls.head[c], n - cap, batch);
+        hk_tls.head[c] = keep;
+        n = cap;
+    }
+    hk_tls.room[c] = (uint16_t)(cap - n);
     return hk_tls_pop(c);
 }
 
@@ -69,28 +133,27 @@ void hk_tls_overflow(unsigned c, void *p)
 {
     if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE)) {
         if (hk_tls.state == HK_TLS_DEAD) {
-            ((uintptr_t *)p)[1] = hk_tls_tag(p);
-            hk_refill_free_one(c, p);
+            free_uncached(c, p);
             return;
         }
         thread_start();
         if (hk_tls_push(c, p))
             return;
     }
-    /* The list holds cap blocks: send the newest batch to Box 2 in one move. */
-    unsigned batch = hk_policy_batch(c), held = hk_tls.cap[c];
-    if (batch > held)
-        batch = held;
-    void **cut = hk_tls.head[c];
-    for (unsigned i = 1; i < batch; i++)
-        cut = *cut;
-    void *give = hk_tls.head[c];
-    hk_tls.head[c] = *cut;
-    *cut = NULL;
-    hk_refill_give(c, give, batch, batch);
-    unsigned cap = hk_policy_cap(c), left = held - batch;
-    hk_tls.cap[c] = (uint16_t)(cap > left ? cap : left + 1);
-    hk_tls.room[c] = (uint16_t)(hk_tls.cap[c] - left);
+    /* The list is full: send at least a batch to Box 2 in one move, and as
+     * much as the new cap requires. */
+    unsigned held = hk_tls.cap[c], cap = set_cap(c), batch = hk_policy_batch(c);
+    unsigned keep = cap ? cap - 1 : 0;
+    unsigned k = held > keep ? held - keep : 0;
+    if (k < batch)
+        k = batch < held ? batch : held;
+    if (k)
+        hk_refill_give(c, cut(c, k), k, batch);
+    hk_tls.room[c] = (uint16_t)(cap - (held - k));
+    if (cap == 0) {
+        free_uncached(c, p);
+        return;
+    }
     hk_tls_push(c, p);
 }
 

@@ -1,0 +1,197 @@
+/* Checks the mid/medium/large paths as flows: blocks freed by other threads, the per-thread byte bound, memory given back after a burst, and amortised realloc growth. */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test_alloc_names.h"
+#include "test_util.h"
+
+#define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+
+/* ---- cross: mid and medium blocks allocated here, verified and freed there */
+
+struct handoff {
+    void **blocks;
+    size_t *sizes;
+    size_t n;
+    int bad;
+};
+
+static void *verify_and_free(void *arg)
+{
+    struct handoff *h = arg;
+    for (size_t i = 0; i < h->n; i++) {
+        if (hk_test_check(h->blocks[i], h->sizes[i], i) != (size_t)-1)
+            h->bad = 1;
+        T_FREE(h->blocks[i]);
+    }
+    return NULL;
+}
+
+static int cross(void)
+{
+    enum { N = 6000 };
+    static void *blocks[N];
+    static size_t sizes[N];
+    uint64_t rng = 42;
+    for (int round = 0; round < 4; round++) {
+        for (size_t i = 0; i < N; i++) {
+            uint64_t r = hk_test_rand(&rng);
+            sizes[i] = (i & 3) ? 1025 + r % (32768 - 1024) : 32769 + r % (1048576 - 32768);
+            blocks[i] = T_MALLOC(sizes[i]);
+            if (!blocks[i]) FAIL("malloc(%zu) failed", sizes[i]);
+            hk_test_fill(blocks[i], sizes[i], i);
+        }
+        struct handoff h = {blocks, sizes, N, 0};
+        pthread_t t;
+        pthread_create(&t, NULL, verify_and_free, &h);
+        pthread_join(t, NULL);
+        if (h.bad) FAIL("a block freed by another thread had lost its contents");
+        /* The freed blocks come back to this thread intact: fill and check again. */
+        for (size_t i = 0; i < N / 4; i++) {
+            void *p = T_MALLOC(4096 + i);
+            if (!p) FAIL("malloc after remote frees failed");
+            hk_test_fill(p, 4096 + i, i);
+            if (hk_test_check(p, 4096 + i, i) != (size_t)-1) FAIL("reused block corrupt");
+            T_FREE(p);
+        }
+    }
+    printf("cross: ok\n");
+    return 0;
+}
+
+/* ---- freer: a thread that only frees mid blocks parks at most its bound */
+
+#ifdef HAKMEM_TEST_OVERRIDE
+static void **g_blocks;
+static size_t g_n;
+static pthread_barrier_t g_bar;
+
+static void *only_free(void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < g_n; i++)
+        T_FREE(g_blocks[i]);
+    pthread_barrier_wait(&g_bar); /* freed everything; still alive */
+    pthread_barrier_wait(&g_bar); /* main has measured */
+    return NULL;
+}
+
+static int freer(void)
+{
+    /* 128 MiB of blocks over every mid class; meson runs this with
+     * HAKMEM_THREAD_MID_BYTES=4 MiB, far below what unbounded caches park. */
+    uint64_t rng = 7;
+    g_n = 8192;
+    g_blocks = T_MALLOC(g_n * sizeof *g_blocks);
+    for (size_t i = 0; i < g_n; i++) {
+        size_t sz = 1025 + hk_test_rand(&rng) % (32768 - 1024);
+        g_blocks[i] = T_MALLOC(sz);
+        if (!g_blocks[i]) FAIL("malloc failed");
+        memset(g_blocks[i], 1, 64);
+    }
+    pthread_barrier_init(&g_bar, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, only_free, NULL);
+    pthread_barrier_wait(&g_bar);
+    /* In use = mapped - free: what threads hold, live or cached. malloc_trim
+     * empties this thread's cache; only the pointer array is live, so what
+     * remains is (almost) the freer's cache. */
+    malloc_trim(0);
+    struct mallinfo2 mi = mallinfo2();
+    pthread_barrier_wait(&g_bar);
+    pthread_join(t, NULL);
+    T_FREE(g_blocks);
+    printf("freer: in use while the freeing thread lives: %zu KiB\n", mi.uordblks / 1024);
+    const char *b = getenv("HAKMEM_THREAD_MID_BYTES");
+    size_t bound = b ? strtoul(b, NULL, 10) : (16u << 20);
+    if (mi.uordblks > bound + (1u << 20))
+        FAIL("a free-only thread parks %zu KiB of mid blocks (bound %zu KiB)", mi.uordblks / 1024, bound / 1024);
+    return 0;
+}
+#endif
+
+/* ---- purge: after a burst of medium and large blocks, RSS comes back */
+
+static int purge(void)
+{
+    size_t start = hk_test_rss();
+    static const size_t sizes[] = {256 << 10, 4 << 20};
+    for (int round = 0; round < 2; round++) {
+        for (int k = 0; k < 2; k++) {
+            size_t sz = sizes[k], n = (256u << 20) / sz;
+            void **v = T_MALLOC(n * sizeof *v);
+            for (size_t i = 0; i < n; i++) {
+                v[i] = T_MALLOC(sz);
+                if (!v[i]) FAIL("malloc(%zu) failed", sz);
+                for (size_t o = 0; o < sz; o += 4096) /* every page resident */
+                    ((char *)v[i])[o] = 1;
+            }
+            for (size_t i = 0; i < n; i++)
+                T_FREE(v[i]);
+            T_FREE(v);
+        }
+    }
+    size_t peak = hk_test_rss(), now = peak;
+    /* Nothing but time: the purge delay (250 ms) and the background thread. */
+    for (int i = 0; i < 40 && now > start + (8u << 20); i++) {
+        usleep(100000);
+        now = hk_test_rss();
+    }
+    printf("purge: RSS start %zu KiB, after frees %zu KiB, 4 s later at most %zu KiB\n", start / 1024,
+           peak / 1024, now / 1024);
+    if (now > start + (8u << 20)) FAIL("RSS did not come back within 8 MiB of the start");
+    return 0;
+}
+
+/* ---- grow: realloc growth keeps every byte and does not copy at each step */
+
+static int grow(void)
+{
+    size_t n = 1024, moves = 0, moves_medium = 0;
+    unsigned char *p = T_MALLOC(n);
+    for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(i * 131);
+    while (n < (64u << 20)) {
+        size_t m = n + n / 16 + 4096;
+        unsigned char *q = T_REALLOC(p, m);
+        if (!q) FAIL("realloc(%zu) failed", m);
+        if (q != p) {
+            moves++;
+            if (n > 32768 && m <= (1u << 20)) moves_medium++;
+        }
+        /* Bytes up to the old size survive; only the new tail is written. */
+        for (size_t i = 0; i < n; i += (i < 65536 ? 1 : 61))
+            if (q[i] != (unsigned char)(i * 131)) FAIL("byte %zu lost growing %zu -> %zu", i, n, m);
+        for (size_t i = n; i < m; i++) q[i] = (unsigned char)(i * 131);
+        p = q;
+        n = m;
+    }
+    for (size_t i = 0; i < n; i += 4093)
+        if (p[i] != (unsigned char)(i * 131)) FAIL("byte %zu lost at the end", i);
+    T_FREE(p);
+    printf("grow: 1 KiB -> 64 MiB, %zu moves (%zu in 32 KiB-1 MiB)\n", moves, moves_medium);
+    /* ~50 steps cross the medium range; a class boundary every 12.5%. */
+    if (moves_medium > 30) FAIL("realloc moved %zu times in the medium range", moves_medium);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *what = argc > 1 ? argv[1] : "";
+    if (!strcmp(what, "cross")) return cross();
+    if (!strcmp(what, "purge")) return purge();
+    if (!strcmp(what, "grow")) return grow();
+#ifdef HAKMEM_TEST_OVERRIDE
+    if (!strcmp(what, "freer")) return freer();
+#else
+    if (!strcmp(what, "freer")) return 77; /* needs mallinfo2 from hakmem */
+#endif
+    fprintf(stderr, "usage: pool_flow cross|freer|purge|grow\n");
+    return 2;
+}
