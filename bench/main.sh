@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The README's main job: installs what it needs, builds hakmem, and runs the side-by-side benchmark against glibc, jemalloc, mimalloc and tcmalloc.
 #
-#   bash bench/main.sh            # the default suite (~5 min on 2 cores), prints the table
+#   bash bench/main.sh            # the default suite (6-9 min on 2 cores), prints the table
 #   bash bench/main.sh --quick    # any run.py flags pass through
 set -eu
 cd "$(dirname "$0")/.."
 
-need_pkgs=(meson ninja-build gcc g++ pkg-config python3 gnuplot-nox
+# python3 and sqlite3 are also workloads ("real programs" run under each allocator).
+need_pkgs=(meson ninja-build gcc g++ pkg-config python3 sqlite3 gnuplot-nox
            libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)
 missing=()
 for p in "${need_pkgs[@]}"; do

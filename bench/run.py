@@ -22,7 +22,8 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
           "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
-PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc"]
+PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
+            "bench_falseshare", "bench_phase"]
 
 # Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs).
 PEERS = [
@@ -33,26 +34,65 @@ PEERS = [
 LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib",
             "/usr/local/lib"]
 
-# Workloads: (name, program, default args, quick args).  Iteration counts are tuned so that
-# one run takes roughly 0.1-1 s on a 2-core VM; a full default run stays well under 8 min.
+# Workloads: (name, program, default args, quick args[, options]).  Iteration counts are tuned so
+# that one run takes roughly 0.1-1.5 s on a 2-core VM and a full default run with 6 allocators
+# stays under 10 min. quick args None = skipped by --quick.
 # bench_loop: min max slots iterations
 # bench_threads: threads slots_per_thread iterations_per_thread (total ops kept constant)
 # bench_prodcons: items min max;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
+# bench_frag: MiB_per_round rounds min_size passes;  bench_falseshare: writes_per_thread size objects
+# bench_phase: small_iters mid_iters idle_ms
+# A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
+# (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
+# (a value None removes the variable).
 WORKLOADS = [
-    ("loop_8_64",             "bench_loop",     [8, 64, 64, 50_000_000],          [8, 64, 64, 10_000_000]),
-    ("loop_8_1024",           "bench_loop",     [8, 1024, 64, 50_000_000],        [8, 1024, 64, 10_000_000]),
+    ("loop_8_64",             "bench_loop",     [8, 64, 64, 30_000_000],          [8, 64, 64, 10_000_000]),
+    ("loop_8_1024",           "bench_loop",     [8, 1024, 64, 30_000_000],        [8, 1024, 64, 10_000_000]),
     ("loop_1024_32768",       "bench_loop",     [1024, 32768, 64, 4_000_000],     [1024, 32768, 64, 1_000_000]),
     ("loop_8192_32768",       "bench_loop",     [8192, 32768, 64, 4_000_000],     [8192, 32768, 64, 1_000_000]),
     ("loop_8192_32768_t2",    "bench_loop",     [8192, 32768, 64, 2_000_000, 2],  [8192, 32768, 64, 500_000, 2]),
     ("loop_32769_1048576",    "bench_loop",     [32769, 1048576, 64, 600_000],    [32769, 1048576, 64, 150_000]),
     ("loop_1048577_8388608",  "bench_loop",     [1048577, 8388608, 64, 40_000],   [1048577, 8388608, 64, 10_000]),
-    ("threads_1",             "bench_threads",  [1, 1024, 6_000_000],             None),
-    ("threads_2",             "bench_threads",  [2, 1024, 3_000_000],             None),
-    ("threads_4",             "bench_threads",  [4, 1024, 1_500_000],             None),
-    ("prodcons",              "bench_prodcons", [3_000_000, 8, 1024],             None),
-    ("churn",                 "bench_churn",    [3000, 4, 100],                   None),
-    ("realloc",               "bench_realloc",  [6, 8 << 20, 2 << 20],            None),
+    ("threads_1",             "bench_threads",  [1, 1024, 6_000_000],             [1, 1024, 1_000_000]),
+    ("threads_2",             "bench_threads",  [2, 1024, 3_000_000],             [2, 1024, 500_000]),
+    ("threads_4",             "bench_threads",  [4, 1024, 1_500_000],             [4, 1024, 250_000]),
+    ("prodcons",              "bench_prodcons", [2_000_000, 8, 1024],             [500_000, 8, 1024]),
+    ("churn",                 "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
+    ("realloc",               "bench_realloc",  [4, 8 << 20, 2 << 20],            [1, 8 << 20, 2 << 20]),
+    ("frag",                  "bench_frag",     [6, 10, 16, 1],                   [2, 10, 16, 1]),
+    ("falseshare_16",         "bench_falseshare", [100_000_000, 16, 64],          [10_000_000, 16, 64]),
+    ("falseshare_48",         "bench_falseshare", [100_000_000, 48, 64],          [10_000_000, 48, 64]),
+    ("phase",                 "bench_phase",    [1_500_000, 40_000, 1000],        [500_000, 20_000, 200]),
+    # PYTHONHASHSEED fixed: string hashes (hence dict/set layouts and their allocations) repeat.
+    ("python3",               "@python3",       ["{bench}/prog_objects.py", 3, 10000],
+                                                ["{bench}/prog_objects.py", 1, 5000],
+                                                {"env": {"PYTHONHASHSEED": "0", "PYTHONMALLOC": None}}),
+    # The same script with pymalloc off, so every object goes through the preloaded malloc.
+    ("python3_malloc",        "@python3",       ["{bench}/prog_objects.py", 3, 10000],
+                                                ["{bench}/prog_objects.py", 1, 5000],
+                                                {"env": {"PYTHONHASHSEED": "0", "PYTHONMALLOC": "malloc"}}),
+    ("sqlite3",               "@sqlite3",       [":memory:", ".read {bench}/prog_inserts.sql"],
+                                                [":memory:", ".read {bench}/prog_inserts.sql"]),
 ]
+
+# Real programs: name -> candidate executables. A real ELF is needed (not a pyenv shim or other
+# script), because the preload and the peak RSS must be the program's own; Debian's python3 first.
+REAL_PROGRAMS = {
+    "python3": lambda: ["/usr/bin/python3", os.path.realpath(sys.executable)],
+    "sqlite3": lambda: [shutil.which("sqlite3") or "", "/usr/bin/sqlite3"],
+}
+
+# Per-workload values (other than time and peak RSS) parsed from the result line, kept in the CSV
+# and shown in the second table: (key, label, unit). "check" is compared across allocators.
+EXTRA_KEYS = [
+    ("final_rss_kb", "RSS at the end", "kb"),
+    ("rss_small_kb", "RSS after small phase", "kb"),
+    ("rss_mid_kb", "RSS after mid phase", "kb"),
+    ("rss_free_kb", "RSS after free-all", "kb"),
+    ("rss_idle_kb", "RSS after idle", "kb"),
+    ("shared_lines", "objects sharing a cache line with the other thread's (of 64)", "count"),
+]
+EXTRA_CSV = ["live_kb", "check"]
 
 PROBE_SRC = r"""
 #define _GNU_SOURCE
@@ -76,23 +116,29 @@ int main(void) {
 # process' ru_maxrss, so a workload spawned straight from Python (vfork/fork + exec) reports at
 # least the runner's own ~15 MB. This tiny launcher (RSS ~1 MB, almost no anonymous memory) forks
 # and execs the workload, waits for it with wait4() and prints its rusage, so ru_maxrss is the
-# workload's own peak (floor: a few hundred KB).
+# workload's own peak (floor: a few hundred KB). It also times fork..wait4 for "program" workloads,
+# which print no timing of their own (the runner's poll loop is only 20 ms accurate).
 LAUNCHER_SRC = r"""
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
     if (argc < 2) return 127;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return 127; }
     if (pid == 0) { execv(argv[1], argv + 1); perror("execv"); _exit(127); }
     int st; struct rusage ru;
     if (wait4(pid, &st, 0, &ru) < 0) { perror("wait4"); return 127; }
-    fprintf(stderr, "\n@@launcher maxrss_kb=%ld utime_s=%ld.%06ld stime_s=%ld.%06ld\n", ru.ru_maxrss,
-            (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec, (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "\n@@launcher maxrss_kb=%ld utime_s=%ld.%06ld stime_s=%ld.%06ld wall_s=%.6f\n", ru.ru_maxrss,
+            (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec, (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec,
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     if (WIFSIGNALED(st)) { fprintf(stderr, "killed by signal %d\n", WTERMSIG(st)); return 128 + WTERMSIG(st); }
     return WEXITSTATUS(st);
 }
@@ -231,10 +277,10 @@ def read_hugetlb_kb(pid):
     return 0
 
 
-def parse_line(out):
-    """The workload's result line -> dict (last line that has ns_per_op=)."""
+def parse_line(out, program=False):
+    """The workload's result line -> dict (last line that has ns_per_op=, or check= for programs)."""
     for line in reversed(out.splitlines()):
-        if "ns_per_op=" in line:
+        if ("check=" if program else "ns_per_op=") in line:
             return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
     return None
 
@@ -247,16 +293,22 @@ def child_pids(pid):
         return []
 
 
-def run_one(launcher, exe, argv, preload, timeout, sample_s):
+def run_one(launcher, exe, argv, preload, timeout, sample_s, env_extra=None, program=False):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
+    for k, v in (env_extra or {}).items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
     if preload:
         env["LD_PRELOAD"] = preload
     t0 = time.monotonic()
     # The preload applies to the launcher too; it only forks/execs/waits, which every malloc
     # must survive, and its own memory is not what is measured.
     p = subprocess.Popen([launcher, exe] + [str(a) for a in argv], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env, start_new_session=True)
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+                         start_new_session=True)
     huge = 0
     status, ru, timed_out = 0, None, False
     while True:
@@ -280,14 +332,22 @@ def run_one(launcher, exe, argv, preload, timeout, sample_s):
     err = p.stderr.read().decode(errors="replace")
     p.stdout.close()
     p.stderr.close()
-    m = re.search(r"@@launcher maxrss_kb=(\d+)", err)
+    m = re.search(r"@@launcher maxrss_kb=(\d+).* wall_s=([0-9.]+)", err)
     maxrss = int(m.group(1)) if m else 0
     err = re.sub(r"\n?@@launcher[^\n]*\n?", "", err)
-    res = parse_line(out) if p.returncode == 0 and not timed_out and m else None
-    return {
+    res = parse_line(out, program) if p.returncode == 0 and not timed_out and m else None
+    # The time metric: the workload's own ns_per_op, or for a program its wall time in ms.
+    t = float("nan")
+    if res:
+        t = float(m.group(2)) * 1000.0 if program else float(res["ns_per_op"])
+    extra = {k: (res.get(k, "") if res else "") for k, _, _ in EXTRA_KEYS}
+    extra.update({k: (res.get(k, "") if res else "") for k in EXTRA_CSV})
+    return dict(extra, **{
         "ok": res is not None,
         "exit": "timeout" if timed_out else p.returncode,
-        "ns_per_op": float(res["ns_per_op"]) if res else float("nan"),
+        "t": t,
+        "launcher_wall_s": float(m.group(2)) if m else float("nan"),
+        "ns_per_op": float(res["ns_per_op"]) if res and "ns_per_op" in res else float("nan"),
         "ops": res.get("ops", "") if res else "",
         "elapsed_s": res.get("elapsed_s", "") if res else "",
         "wall_s": round(wall, 4),
@@ -295,7 +355,7 @@ def run_one(launcher, exe, argv, preload, timeout, sample_s):
         "hugetlb_kb": huge,
         "line": out.strip().splitlines()[-1] if out.strip() else "",
         "stderr": err.strip()[-300:],
-    }
+    })
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -313,15 +373,16 @@ def fmt_mb(kb):
     return "%.1f" % (kb / 1024.0) if kb < 100 * 1024 else "%.0f" % (kb / 1024.0)
 
 
-def summarize(rows, allocs, workloads):
-    """Return (markdown text, ratio tables for the plot, reference name)."""
+def summarize(rows, allocs, workloads, programs=()):
+    """Return (markdown text, ratio tables for the plot, reference name). Workloads in `programs`
+    are timed in ms of wall time instead of ns/op."""
     names = [a[0] for a in allocs]
     stats = {}
     for w in workloads:
         for a in names:
             rs = [r for r in rows if r["workload"] == w and r["allocator"] == a]
             good = [r for r in rs if r["ok"]]
-            t = [r["ns_per_op"] for r in good]
+            t = [r["t"] for r in good]
             m = [r["peak_rss_kb"] + r["hugetlb_kb"] for r in good]
             stats[w, a] = dict(n=len(rs), ok=len(good), t=median(t), tmin=min(t) if t else float("nan"),
                                tmax=max(t) if t else float("nan"), mem=median(m) if m else float("nan"),
@@ -336,7 +397,8 @@ def summarize(rows, allocs, workloads):
     lines = []
     lines.append("Cells: **median ns/op** (min–max over reps) ×ratio-to-%s · median peak memory MB "
                  "×ratio. Ratio > 1 = slower / more memory than %s. Best time per row in bold. "
-                 "Memory = ru_maxrss (+ HugetlbPages if any)." % (ref, ref))
+                 "Memory = ru_maxrss (+ HugetlbPages if any). Rows marked [ms] are real programs: "
+                 "their time is the whole process' wall time in ms." % (ref, ref))
     lines.append("")
     lines.append("| workload | " + " | ".join(names) + " |")
     lines.append("|---|" + "---|" * len(names))
@@ -364,7 +426,7 @@ def summarize(rows, allocs, workloads):
             if s["huge"]:
                 cell += " (hugetlb %s MB)" % fmt_mb(s["huge"])
             cells.append(cell.replace("×nan", "×?"))
-        lines.append("| %s | %s |" % (w, " | ".join(cells)))
+        lines.append("| %s | %s |" % (w + (" [ms]" if w in programs else ""), " | ".join(cells)))
     # Geometric mean of the ratios over workloads where both have data.
     cells = []
     for a in names:
@@ -373,7 +435,66 @@ def summarize(rows, allocs, workloads):
         g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
         cells.append(("time ×%.2f · mem ×%.2f" % (g(ts), g(ms))).replace("×nan", "×?"))
     lines.append("| *geomean ratio* | %s |" % " | ".join(cells))
+    lines += extra_table(rows, names, workloads, ref)
+    lines += check_report(rows, workloads)
     return "\n".join(lines) + "\n", tr, mr, ref
+
+
+def extra_table(rows, names, workloads, ref):
+    """Second table: the values in EXTRA_KEYS (RSS at the end / per phase, shared cache lines)."""
+    out = []
+    for w in workloads:
+        for key, label, unit in EXTRA_KEYS:
+            vals = {}
+            for a in names:
+                xs = [float(r[key]) for r in rows if r["workload"] == w and r["allocator"] == a
+                      and r["ok"] and r.get(key, "") != ""]
+                if xs:
+                    vals[a] = median(xs)
+            if not vals:
+                continue
+            live = [float(r["live_kb"]) for r in rows if r["workload"] == w and r["ok"] and r.get("live_kb")]
+            lab = "%s: %s" % (w, label) + (" (live %s MB)" % fmt_mb(live[0]) if live else "")
+            best = min(vals.values())
+            rv = vals.get(ref)
+            cells = []
+            for a in names:
+                if a not in vals:
+                    cells.append("—")
+                    continue
+                v = vals[a]
+                c = fmt_mb(v) + " MB" if unit == "kb" else "%g" % v
+                if v == best:
+                    c = "**%s**" % c
+                if unit == "kb" and rv:
+                    c += " ×%.2f" % (v / rv)
+                cells.append(c)
+            out.append("| %s | %s |" % (lab, " | ".join(cells)))
+    if not out:
+        return []
+    head = ["", "Other metrics, median over reps (lowest in bold; RSS ratios to %s). RSS values are "
+            "the workload's own /proc/self/statm readings at the point named." % ref, "",
+            "| workload: metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    return head + out
+
+
+def check_report(rows, workloads):
+    """Every allocator must produce the same `check` for a workload (same work, same answer)."""
+    out = []
+    for w in workloads:
+        seen = {}
+        for r in rows:
+            if r["workload"] == w and r["ok"] and r.get("check", "") != "":
+                seen.setdefault(r["check"], set()).add(r["allocator"])
+        if len(seen) > 1:
+            msg = "**check mismatch** in %s: %s" % (w, "; ".join(
+                "%s from %s" % (c, ",".join(sorted(a))) for c, a in sorted(seen.items())))
+            log(msg)
+            out.append(msg)
+    if out:
+        return ["", "Result checks differ between allocators (a bug, or a non-deterministic workload):", ""] + \
+               ["- " + m for m in out]
+    return ["", "Result checks (`check=`) agreed across all allocators and reps."]
 
 
 def machine_info(allocs, build_dir):
@@ -441,7 +562,7 @@ set grid ytics
 set key outside right top
 set xtics rotate by -30
 set yrange [*:*]
-set title "time relative to {ref} (median ns/op ratio, log2; < 1 = faster)"
+set title "time relative to {ref} (median ns/op, or wall time for programs; log2; < 1 = faster)"
 plot for [i=2:{last}] 'plot_time.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
 set title "peak memory relative to {ref} (median ru_maxrss ratio, log2; < 1 = smaller)"
 plot for [i=2:{last}] 'plot_mem.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
@@ -455,7 +576,8 @@ unset multiplot
 
 
 CSV_FIELDS = ["rep", "workload", "allocator", "ok", "exit", "ns_per_op", "ops", "elapsed_s", "wall_s",
-              "peak_rss_kb", "hugetlb_kb", "args", "line", "stderr"]
+              "launcher_wall_s", "peak_rss_kb", "hugetlb_kb"] + [k for k, _, _ in EXTRA_KEYS] + EXTRA_CSV + \
+             ["args", "line", "stderr"]
 
 
 def main():
@@ -463,7 +585,7 @@ def main():
     ap.add_argument("--hakmem", action="append", metavar="[NAME=]PATH",
                     help="hakmem shared object to preload; repeatable (default: build/libhakmem.so if present)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, --quick 3)")
-    ap.add_argument("--quick", action="store_true", help="3 reps, 1/4 iterations, single-thread loops only")
+    ap.add_argument("--quick", action="store_true", help="smoke test: 3 reps, short iterations, every workload")
     ap.add_argument("--only", metavar="REGEX", help="run only workloads whose name matches REGEX")
     ap.add_argument("--allocators", metavar="A,B,C", help="subset of allocators (names as in the table)")
     ap.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build-bench"))
@@ -474,16 +596,28 @@ def main():
     args = ap.parse_args()
 
     wl = []
-    for name, prog, dflt, quick in WORKLOADS:
+    for name, prog, dflt, quick, *opt in WORKLOADS:
         if args.quick and quick is None:
             continue
         if args.only and not re.search(args.only, name):
             continue
-        wl.append((name, prog, quick if args.quick else dflt))
+        a = [str(x).replace("{bench}", BENCH_DIR) for x in (quick if args.quick else dflt)]
+        wl.append((name, prog, a, opt[0] if opt else {}))
     if args.list:
-        for name, prog, a in wl:
-            print("%-22s %s %s" % (name, prog, " ".join(map(str, a))))
+        for name, prog, a, opt in wl:
+            env = " ".join("%s=%s" % kv for kv in opt.get("env", {}).items() if kv[1] is not None)
+            print("%-22s %s%s %s" % (name, env + " " if env else "", prog, " ".join(map(str, a))))
         return 0
+    # Real programs: find an executable, or skip the workload with a message (not fatal).
+    exes = {}
+    for name, prog, _, _ in wl:
+        if prog.startswith("@"):
+            found = [c for c in REAL_PROGRAMS[prog[1:]]() if c and os.path.isfile(c) and os.access(c, os.X_OK)]
+            if found:
+                exes[name] = os.path.realpath(found[0])
+            else:
+                log("%s: %s not found: skipped" % (name, prog[1:]))
+    wl = [w for w in wl if not w[1].startswith("@") or w[0] in exes]
     if not wl:
         sys.exit("no workload matches")
     reps = args.reps or (3 if args.quick else 5)
@@ -500,6 +634,11 @@ def main():
     log("workloads: %s; %d reps; results -> %s" % (", ".join(w[0] for w in wl), reps, outdir))
     with open(os.path.join(outdir, "machine.txt"), "w") as f:
         f.write(machine_info(allocs, build_dir))
+        if exes:
+            f.write("\nreal programs:\n")
+        for exe in sorted(set(exes.values())):
+            ver = sh([exe, "--version"])
+            f.write("  %s (%s)\n" % (exe, ver.splitlines()[0] if ver else "?"))
 
     launcher = os.path.join(build_dir, "launcher")
     rows = []
@@ -511,17 +650,19 @@ def main():
         wr.writeheader()
         try:
             for rep in range(1, reps + 1):
-                for wname, prog, argv in wl:
+                for wname, prog, argv, opt in wl:
                     for aname, path, _ in allocs:   # interleaved: every allocator once per rep
-                        r = run_one(launcher, os.path.join(build_dir, prog), argv, path, args.timeout,
-                                    args.sample_ms / 1000.0)
+                        exe = exes.get(wname) or os.path.join(build_dir, prog)
+                        r = run_one(launcher, exe, argv, path, args.timeout, args.sample_ms / 1000.0,
+                                    opt.get("env"), program=wname in exes)
                         r.update(rep=rep, workload=wname, allocator=aname, args=" ".join(map(str, argv)))
                         rows.append(r)
                         wr.writerow({k: r[k] for k in CSV_FIELDS})
                         fcsv.flush()
                         done += 1
                         el = time.monotonic() - t_start
-                        status = "%s ns/op %s MB" % (fmt_t(r["ns_per_op"]), fmt_mb(r["peak_rss_kb"])) if r["ok"] \
+                        status = "%s %s %s MB" % (fmt_t(r["t"]), "ms" if wname in exes else "ns/op",
+                                                  fmt_mb(r["peak_rss_kb"])) if r["ok"] \
                             else "FAILED (exit %s) %s" % (r["exit"], r["stderr"][-120:])
                         log("[%d/%d rep %d] %-22s %-9s %s  %.2fs  (eta %.0fs)" % (
                             done, total, rep, wname, aname, status, r["wall_s"], el / done * (total - done)))
@@ -530,7 +671,7 @@ def main():
     wall = time.monotonic() - t_start
 
     names = [w[0] for w in wl]
-    md, tr, mr, ref = summarize(rows, allocs, names)
+    md, tr, mr, ref = summarize(rows, allocs, names, set(exes))
     head = "# hakmem benchmark summary\n\n%d reps, %s, total wall time %.0f s. Machine: see machine.txt.\n\n" % (
         reps, "quick" if args.quick else "default iterations", wall)
     with open(os.path.join(outdir, "summary.md"), "w") as f:

@@ -117,6 +117,54 @@ static int freer(void)
 }
 #endif
 
+/* ---- idle: a thread that comes back after idling gives its cache back first */
+
+static pthread_barrier_t i_bar;
+
+static void *idler(void *arg)
+{
+    (void)arg;
+    uint64_t rng = 11;
+    void **v = T_MALLOC(4096 * sizeof *v);
+    for (int round = 0; round < 2; round++) { /* fill every mid cache */
+        for (size_t i = 0; i < 4096; i++)
+            v[i] = T_MALLOC(1025 + hk_test_rand(&rng) % (32768 - 1024));
+        for (size_t i = 0; i < 4096; i++)
+            T_FREE(v[i]);
+    }
+    T_FREE(v);
+    pthread_barrier_wait(&i_bar); /* caches full */
+    pthread_barrier_wait(&i_bar); /* main waited: this thread was idle */
+    T_FREE(T_MALLOC(700));        /* a class it never used: a Box 1 slow path */
+    pthread_barrier_wait(&i_bar);
+    pthread_barrier_wait(&i_bar);
+    return NULL;
+}
+
+static int idle(void)
+{
+    if (strstr(hak_version(), "shared pool"))
+        return 77; /* -Dpool_tls=false: mid blocks have no thread cache to trim */
+    pthread_barrier_init(&i_bar, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, idler, NULL);
+    pthread_barrier_wait(&i_bar);
+    malloc_trim(0); /* this thread's own cache out of the picture */
+    size_t before = mallinfo2().uordblks;
+    usleep(2500000); /* purge passes go by (at least one a second) */
+    pthread_barrier_wait(&i_bar);
+    pthread_barrier_wait(&i_bar);
+    malloc_trim(0);
+    size_t after = mallinfo2().uordblks;
+    pthread_barrier_wait(&i_bar);
+    pthread_join(t, NULL);
+    printf("idle: the idle thread's cache %zu KiB before, %zu KiB after its next slow path\n", before / 1024,
+           after / 1024);
+    if (before < (2u << 20)) FAIL("the thread's caches were not filled (%zu KiB): the test proves nothing", before / 1024);
+    if (after > (1u << 20)) FAIL("an idle thread kept %zu KiB cached after its next slow path", after / 1024);
+    return 0;
+}
+
 /* ---- purge: after a burst of medium and large blocks, RSS comes back */
 
 static int purge(void)
@@ -189,9 +237,11 @@ int main(int argc, char **argv)
     if (!strcmp(what, "grow")) return grow();
 #ifdef HAKMEM_TEST_OVERRIDE
     if (!strcmp(what, "freer")) return freer();
+    if (!strcmp(what, "idle")) return idle();
 #else
+    if (!strcmp(what, "idle")) return 77;
     if (!strcmp(what, "freer")) return 77; /* needs mallinfo2 from hakmem */
 #endif
-    fprintf(stderr, "usage: pool_flow cross|freer|purge|grow\n");
+    fprintf(stderr, "usage: pool_flow cross|freer|idle|purge|grow\n");
     return 2;
 }

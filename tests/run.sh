@@ -2,7 +2,8 @@
 # Sets up a fresh Debian machine for hakmem's tests, runs them on every build configuration, and prints "N passed, N failed".
 #
 #   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
-#   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some configurations
+#   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some parts (names below: default, shared-pool,
+#                                                   # no-override, sanitizers, fuzzer)
 set -u
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,35 @@ print(ok, bad)
 PY
 )
     echo "configuration $name: $p passed, $f failed"
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+done
+
+# Sanitizers (UBSan over the suite, TSan over the threaded programs) and the
+# fuzzer; each script ends with its own "N passed, N failed" line.
+extra=(
+    "sanitizers|bash tests/sanitize/run.sh"
+    "fuzzer|bash tests/fuzz/run.sh ${HAKMEM_FUZZ_SECONDS:-60}"
+)
+for entry in "${extra[@]}"; do
+    IFS='|' read -r name cmd <<<"$entry"
+    if [ -n "$only" ] && ! grep -qw "$name" <<<"$only"; then continue; fi
+    echo "=== $name ==="
+    log="build/test-$name.log"
+    mkdir -p build
+    $cmd >"$log" 2>&1
+    rc=$?
+    tail -n 25 "$log"
+    line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1)
+    if [ -n "$line" ]; then
+        p=$(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")
+        f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    else # one check, judged by its exit code (the fuzzer)
+        p=$((rc == 0)); f=$((rc != 0))
+    fi
+    # A script that failed without counting a failure still fails the run.
+    if [ "$rc" != 0 ] && [ "$f" = 0 ]; then f=1; fi
+    echo "$name: $p passed, $f failed"
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
 done

@@ -14,9 +14,9 @@ bool hk_purge_thread_enabled = true;
 static int started; /* 0 no, 1 yes (or being started) */
 static int parked;  /* futex word: 1 while the thread waits for work */
 
-static void futex(int *word, int op, int val)
+static void futex(int *word, int op, int val, const struct timespec *timeout)
 {
-    syscall(SYS_futex, word, op, val, NULL, NULL, 0);
+    syscall(SYS_futex, word, op, val, timeout, NULL, 0);
 }
 
 static void *purger(void *arg)
@@ -36,10 +36,13 @@ static void *purger(void *arg)
         hk_large_purge(delay, &more);
         if (more)
             continue;
-        /* Nothing left to purge: sleep until a free makes some. */
+        /* Nothing left to purge: sleep until a free makes some, waking once
+         * a second so the pass count (hk_refill_purge_epoch) still tells
+         * threads that come back to their slow path that they were idle. */
+        static const struct timespec second = {1, 0};
         __atomic_store_n(&parked, 1, __ATOMIC_SEQ_CST);
         if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_SEQ_CST))
-            futex(&parked, FUTEX_WAIT_PRIVATE, 1);
+            futex(&parked, FUTEX_WAIT_PRIVATE, 1, &second);
         __atomic_store_n(&parked, 0, __ATOMIC_SEQ_CST);
     }
     return NULL;
@@ -72,7 +75,7 @@ void hk_purge_kick_slow(void)
     int one = 1;
     if (__atomic_load_n(&parked, __ATOMIC_RELAXED) &&
         __atomic_compare_exchange_n(&parked, &one, 0, false, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
-        futex(&parked, FUTEX_WAKE_PRIVATE, 1);
+        futex(&parked, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
 void hk_purge_after_fork(void)

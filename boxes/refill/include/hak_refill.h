@@ -108,6 +108,11 @@ size_t hk_refill_purge(uint32_t delay, bool *pending);
 /* Set (relaxed) whenever memory becomes free; the front's purge thread
  * clears it. */
 extern HK_HIDDEN int hk_refill_purge_pending;
+/* Counts purge passes that found memory to wait for or give back: a thread
+ * whose slow path sees it advanced by HK_IDLE_EPOCHS since its previous slow
+ * path has been idle, and gives its whole cache back first. */
+extern HK_HIDDEN unsigned hk_refill_purge_epoch;
+#define HK_IDLE_EPOCHS 2
 
 /* Figures for mallinfo2/malloc_stats. */
 typedef struct hk_refill_stats {

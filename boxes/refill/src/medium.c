@@ -243,8 +243,6 @@ void hk_medium_purge(uint32_t delay, bool *pending)
     uint32_t now = hk_now_ms();
     for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
         mclass_state_t *ms = &mclasses[m];
-        if (!__atomic_load_n(&ms->partial, __ATOMIC_RELAXED))
-            continue;
         hk_lock(&ms->lock);
         mpurge(ms, m, now, delay, pending);
         hk_unlock(&ms->lock);

@@ -8,8 +8,8 @@
 enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
 
 /* Initial-exec TLS must stay small (docs/design.md: 8*73 + 2*73 + 2*73 + 4
- * + 1, padded to 888 bytes), or dlopen of libhakmem.so fails for lack of
- * static TLS space.
+ * + 4 + 1, padded to 888 bytes), or dlopen of libhakmem.so fails for lack
+ * of static TLS space.
  * A NEW or DEAD thread has every head NULL and every room 0, so both hit
  * paths fall through to the slow path without testing the state. */
 typedef struct hk_tls {
@@ -17,6 +17,7 @@ typedef struct hk_tls {
     uint16_t room[HK_NCLASS];  /* frees accepted before the list must flush */
     uint16_t cap[HK_NCLASS];   /* cap in force since the last refill/flush */
     uint32_t mid_cap_bytes;    /* sum of cap x size over the mid classes */
+    uint32_t epoch;            /* hk_refill_purge_epoch at the last slow path */
     uint8_t state;
 } hk_tls_t;
 

@@ -42,6 +42,7 @@ static void thread_start(void)
         hk_tls.room[c] = hk_tls.cap[c];
     }
     hk_tls.state = HK_TLS_LIVE;
+    hk_tls.epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     /* May allocate (keys >= 32 take a calloc'd block): the state is live now,
      * so that nested malloc is served normally. */
     if (exit_key_ok)
@@ -100,8 +101,20 @@ static void free_uncached(unsigned c, void *p)
     hk_refill_free_one(c, p);
 }
 
+/* A thread that comes back after purge passes went by without it has been
+ * idle: its cached blocks are memory nobody used, so they go back first. */
+static void trim_if_idle(void)
+{
+    unsigned epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
+    if (epoch - hk_tls.epoch >= HK_IDLE_EPOCHS)
+        hk_tls_drain();
+    hk_tls.epoch = epoch;
+}
+
 void *hk_tls_refill(unsigned c)
 {
+    if (HK_LIKELY(hk_tls.state == HK_TLS_LIVE))
+        trim_if_idle();
     if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE)) {
         if (hk_tls.state == HK_TLS_DEAD)
             return alloc_uncached(c);
@@ -131,6 +144,11 @@ void *hk_tls_refill(unsigned c)
 
 void hk_tls_overflow(unsigned c, void *p)
 {
+    if (HK_LIKELY(hk_tls.state == HK_TLS_LIVE)) {
+        trim_if_idle();
+        if (hk_tls_push(c, p)) /* the trim emptied the list */
+            return;
+    }
     if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE)) {
         if (hk_tls.state == HK_TLS_DEAD) {
             free_uncached(c, p);
