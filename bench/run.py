@@ -25,10 +25,11 @@ CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-
 PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
             "bench_falseshare", "bench_phase"]
 
-# Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs).
+# Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs,
+# then a source build made by `meson setup -Dbench_peers=enabled` through subprojects/*.wrap).
 PEERS = [
     ("jemalloc", ["libjemalloc.so.2"]),
-    ("mimalloc", ["libmimalloc.so.2"]),
+    ("mimalloc", ["libmimalloc.so.2", "libmimalloc.so"]),
     ("tcmalloc", ["libtcmalloc_minimal.so.4"]),
 ]
 LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib",
@@ -195,6 +196,9 @@ def find_lib(sonames):
             hits = sorted(glob.glob(os.path.join(d, so + "*")))
             if hits:
                 return hits[0]
+        hits = sorted(glob.glob(os.path.join(REPO_DIR, "build*", "**", "subprojects", "*", so), recursive=True))
+        if hits:
+            return hits[0]
     return None
 
 
@@ -681,7 +685,11 @@ def main():
     plot(outdir, tr, mr, allocs, names, ref)
     print(md)
     print("results: %s (wall %.0f s)" % (outdir, wall))
-    return 0
+    # Every run counts: a workload that crashed or timed out under an
+    # allocator fails the command (that is what --quick in CI checks).
+    nfail = sum(1 for r in rows if not r["ok"])
+    print("%d passed, %d failed" % (len(rows) - nfail, nfail))
+    return 1 if nfail else 0
 
 
 if __name__ == "__main__":

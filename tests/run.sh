@@ -7,7 +7,8 @@
 set -u
 cd "$(dirname "$0")/.."
 
-need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils)
+need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils
+           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -69,9 +70,12 @@ done
 
 # Sanitizers (UBSan over the suite, TSan over the threaded programs) and the
 # fuzzer; each script ends with its own "N passed, N failed" line.
+# The benchmark's --quick pass checks every workload runs under every
+# allocator (no timing assertions).
 extra=(
     "sanitizers|bash tests/sanitize/run.sh"
     "fuzzer|bash tests/fuzz/run.sh ${HAKMEM_FUZZ_SECONDS:-60}"
+    "bench-quick|python3 bench/run.py --quick --hakmem hakmem=build/test-default/libhakmem.so --hakmem hakmem-pool=build/test-shared-pool/libhakmem.so --build-dir build/bench-quick-programs --out build/bench-quick"
 )
 for entry in "${extra[@]}"; do
     IFS='|' read -r name cmd <<<"$entry"

@@ -150,12 +150,23 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
     }
 }
 
+/* The partial slab with the fewest free blocks among the first few: mostly
+ * empty slabs then drain and can be returned (docs/design.md). */
+static hk_page_t *fullest(hk_page_t *pg)
+{
+    hk_page_t *best = pg;
+    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++)
+        if (__builtin_popcount(pg->mfree) < __builtin_popcount(best->mfree))
+            best = pg;
+    return best;
+}
+
 void *hk_medium_alloc(size_t n, bool *zeroed)
 {
     unsigned m = mclass_by4k[(n + 4095) >> 12];
     mclass_state_t *ms = &mclasses[m];
     hk_lock(&ms->lock);
-    hk_page_t *pg = ms->partial;
+    hk_page_t *pg = fullest(ms->partial);
     if (!pg && !(pg = mslab_new(ms, m))) {
         hk_unlock(&ms->lock);
         errno = ENOMEM;

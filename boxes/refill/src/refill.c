@@ -89,13 +89,24 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     return pg;
 }
 
+/* The partial slab with the most blocks in use among the first few: carving
+ * from it lets mostly empty slabs drain and go back (docs/design.md). */
+static hk_page_t *fullest(hk_page_t *pg)
+{
+    hk_page_t *best = pg;
+    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++)
+        if (pg->used > best->used)
+            best = pg;
+    return best;
+}
+
 /* Appends up to want blocks from the class's slabs to the list at *tail. */
 static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, void ***tail)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0;
     while (got < want) {
-        hk_page_t *pg = cs->partial;
+        hk_page_t *pg = fullest(cs->partial);
         if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
         while (got < want && pg->free) {
