@@ -8,7 +8,8 @@ set -u
 cd "$(dirname "$0")/.."
 
 need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils
-           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox)
+           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox
+           python3.11 libpython3.11-testsuite git)
 missing=()
 for p in "${need_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
