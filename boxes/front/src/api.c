@@ -58,15 +58,19 @@ static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
 
 HK_INLINE void *alloc(size_t n)
 {
-    if (HK_LIKELY(n <= HK_SMALL_MAX)) {
-        unsigned c = hk_size_class(n);
-        void *p = hk_tls_pop(c);
-        if (HK_LIKELY(p != NULL))
-            return p;
-        return small_miss(c);
+    unsigned c;
+    if (HK_LIKELY(n <= HK_TINY_MAX)) /* one compare for the commonest sizes */
+        c = hk_class_by16[(n + 15) >> 4];
+    else if (HK_LIKELY(n <= HK_SMALL_MAX))
+        c = hk_class_by128[(n + 127) >> 7];
+    else {
+        bool zeroed;
+        return big_alloc(n, 0, &zeroed);
     }
-    bool zeroed;
-    return big_alloc(n, 0, &zeroed);
+    void *p = hk_tls_pop(c);
+    if (HK_LIKELY(p != NULL))
+        return p;
+    return small_miss(c);
 }
 
 void *hak_malloc(size_t n) { return alloc(n); }

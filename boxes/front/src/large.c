@@ -13,9 +13,25 @@
 #define CACHE_MAX_BYTES ((size_t)256 << 20)
 
 static hk_lock_t large_lock = HK_LOCK_INIT;
-static hk_chunk_t *cache[CACHE_SLOTS]; /* oldest first */
+/* Freed mappings kept for reuse, oldest first. Size and age live here, not
+ * only in the headers: a search must not touch 32 cold pages. */
+static struct {
+    hk_chunk_t *ch;
+    size_t size;
+    uint32_t idle_ms;
+} cache[CACHE_SLOTS];
 static unsigned cache_n;
 static size_t cache_bytes, live_bytes, live_count;
+
+/* Removes entry i (caller holds large_lock) and returns its mapping. */
+static hk_chunk_t *cache_take(unsigned i)
+{
+    hk_chunk_t *ch = cache[i].ch;
+    cache_bytes -= cache[i].size;
+    memmove(&cache[i], &cache[i + 1], (cache_n - i - 1) * sizeof cache[0]);
+    cache_n--;
+    return ch;
+}
 
 /* Bytes to map for n bytes at offset off: whole pages, rounded up to one of
  * eight steps per power of two (at most 12.5% more address space), so freed
@@ -38,18 +54,16 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
     size_t total = map_size(off, n);
     hk_lock(&large_lock);
     if (off == HDR) {
-        /* Best fit among cached mappings, wasting at most a third. */
+        /* Best fit among cached mappings, at most twice the size asked for
+         * (address space only: untouched pages cost no RSS). */
         int best = -1;
         for (unsigned i = 0; i < cache_n; i++) {
-            size_t m = cache[i]->map_size;
-            if (m >= total && m - m / 3 <= total && (best < 0 || m < cache[best]->map_size))
+            size_t m = cache[i].size;
+            if (m >= total && m / 2 <= total && (best < 0 || m < cache[best].size))
                 best = (int)i;
         }
         if (best >= 0) {
-            hk_chunk_t *ch = cache[best];
-            memmove(&cache[best], &cache[best + 1], (cache_n - (unsigned)best - 1) * sizeof *cache);
-            cache_n--;
-            cache_bytes -= ch->map_size;
+            hk_chunk_t *ch = cache_take((unsigned)best);
             live_bytes += ch->map_size;
             live_count++;
             ch->kind = HK_CHUNK_LARGE;
@@ -104,30 +118,20 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
     live_count--;
     uint32_t now = hk_now_ms(), delay = hk_policy_purge_delay_ms();
     /* Mappings idle past the purge delay go back to the OS. */
-    while (cache_n && now - cache[0]->idle_ms >= delay) {
-        evict[nevict++] = cache[0];
-        cache_bytes -= cache[0]->map_size;
-        memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
-        cache_n--;
-    }
+    while (cache_n && now - cache[0].idle_ms >= delay)
+        evict[nevict++] = cache_take(0);
     if (ch->user == (char *)ch + HDR && ch->map_size <= CACHE_MAX_BYTES / 2) {
         ch->kind = HK_CHUNK_LARGE_FREE; /* stays mapped: a second free is seen */
-        ch->idle_ms = now;
-        if (cache_n == CACHE_SLOTS) {
-            evict[nevict++] = cache[0];
-            cache_bytes -= cache[0]->map_size;
-            memmove(&cache[0], &cache[1], (CACHE_SLOTS - 1) * sizeof *cache);
-            cache_n--;
-        }
-        cache[cache_n++] = ch;
+        if (cache_n == CACHE_SLOTS)
+            evict[nevict++] = cache_take(0);
+        cache[cache_n].ch = ch;
+        cache[cache_n].size = ch->map_size;
+        cache[cache_n].idle_ms = now;
+        cache_n++;
         cache_bytes += ch->map_size;
         __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
-        while (cache_bytes > CACHE_MAX_BYTES) {
-            evict[nevict++] = cache[0];
-            cache_bytes -= cache[0]->map_size;
-            memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
-            cache_n--;
-        }
+        while (cache_bytes > CACHE_MAX_BYTES)
+            evict[nevict++] = cache_take(0);
     } else {
         evict[nevict++] = ch;
     }
@@ -192,12 +196,9 @@ size_t hk_large_purge(uint32_t delay, bool *pending)
     size_t given = 0;
     uint32_t now = hk_now_ms();
     hk_lock(&large_lock);
-    while (cache_n && now - cache[0]->idle_ms >= delay) {
-        evict[n++] = cache[0];
-        given += cache[0]->map_size;
-        cache_bytes -= cache[0]->map_size;
-        memmove(&cache[0], &cache[1], (cache_n - 1) * sizeof *cache);
-        cache_n--;
+    while (cache_n && now - cache[0].idle_ms >= delay) {
+        given += cache[0].size;
+        evict[n++] = cache_take(0);
     }
     if (cache_n)
         *pending = true;
