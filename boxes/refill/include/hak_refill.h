@@ -19,6 +19,7 @@ typedef struct hk_page {
     uint8_t npages;     /* span length (first page) */
     uint32_t used;      /* slab: blocks handed out of the slab (first page) */
     uint64_t divmagic;  /* slab: 2^64/size + 1, for the block-start test */
+    uint64_t smag;      /* slab: start * divmagic (mod 2^64), precomputed */
     uintptr_t start;    /* span start address */
     void *free;         /* slab: blocks returned to the slab */
     char *bump, *end;   /* slab: not yet carved */
@@ -73,11 +74,13 @@ HK_INLINE hk_page_t *hk_page_of(hk_chunk_t *ch, const void *p)
     return &ch->page[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
 }
 
-/* True when p is the start of a block of its slab (one multiply, no division). */
+/* True when p is the start of a block of its slab: (p - start) is a
+ * multiple of the size exactly when (p - start) * divmagic < divmagic
+ * (Lemire's test, offsets < 2^32), and (p - start) * divmagic is
+ * p * divmagic - smag: one multiply, no division. */
 HK_INLINE bool hk_slab_is_block_start(const hk_page_t *pg, const void *p)
 {
-    uint64_t off = (uint64_t)((uintptr_t)p - pg->start);
-    return off * pg->divmagic <= pg->divmagic - 1;
+    return (uint64_t)(uintptr_t)p * pg->divmagic - pg->smag < pg->divmagic;
 }
 
 /* Thread-cache exchange. take: fills *head with a NULL-terminated list of up

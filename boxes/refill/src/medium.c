@@ -105,6 +105,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     uint64_t magic = UINT64_MAX / size + 1;
     for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
+        ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
         ch->page[hk_page_index(pg) + i].mcls = (uint8_t)m;
     }
     mpartial_add(ms, pg);

@@ -83,8 +83,10 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     pg->end = pg->bump + (size_t)pg->capacity * size;
     uint64_t magic = UINT64_MAX / size + 1;
     hk_chunk_t *ch = hk_chunk_of_page(pg);
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
+        ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
+    }
     partial_add(cs, pg);
     return pg;
 }
