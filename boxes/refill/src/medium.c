@@ -55,37 +55,12 @@ static const uint8_t mslab_pages[HK_MEDIUM_CLASSES] = {
  * slab can be purged as a whole. */
 typedef struct mclass_state {
     hk_lock_t lock;
-    hk_page_t *partial;
-    unsigned npartial;
+    hk_slab_list_t partial;
     unsigned nempty;  /* partial slabs with no block in use */
     uint32_t last_purge_ms;
 } mclass_state_t;
 
 static mclass_state_t mclasses[HK_MEDIUM_CLASSES];
-
-static void mpartial_add(mclass_state_t *ms, hk_page_t *pg)
-{
-    pg->prev = NULL;
-    pg->next = ms->partial;
-    if (ms->partial)
-        ms->partial->prev = pg;
-    ms->partial = pg;
-    pg->on_partial = 1;
-    ms->npartial++;
-}
-
-static void mpartial_remove(mclass_state_t *ms, hk_page_t *pg)
-{
-    if (pg->prev)
-        pg->prev->next = pg->next;
-    else
-        ms->partial = pg->next;
-    if (pg->next)
-        pg->next->prev = pg->prev;
-    pg->next = pg->prev = NULL;
-    pg->on_partial = 0;
-    ms->npartial--;
-}
 
 static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
 {
@@ -108,7 +83,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
         ch->page[hk_page_index(pg) + i].mcls = (uint8_t)m;
     }
-    mpartial_add(ms, pg);
+    hk_slab_list_add(&ms->partial, pg);
     return pg;
 }
 
@@ -121,7 +96,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
 static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay, bool *pending)
 {
     ms->last_purge_ms = now;
-    for (hk_page_t *pg = ms->partial, *next; pg; pg = next) {
+    for (hk_page_t *pg = ms->partial.head, *next; pg; pg = next) {
         next = pg->next;
         bool idle = now - pg->idle_ms >= delay;
         if (pg->used == 0 &&
@@ -129,7 +104,7 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
              __atomic_load_n(&empty_bytes, __ATOMIC_RELAXED) > MEDIUM_EMPTY_BUDGET)) {
             ms->nempty--;
             __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
-            mpartial_remove(ms, pg);
+            hk_slab_list_remove(&ms->partial, pg);
             hk_span_free(pg);
             continue;
         }
@@ -138,16 +113,9 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
             *pending = true;
             continue;
         }
-        /* Blocks are 4 KiB-aligned multiples of 4 KiB: decommit each run. */
-        while (dirty) {
-            unsigned at = (unsigned)__builtin_ctz(dirty), n = 0;
-            while (at + n < 32 && (dirty >> (at + n) & 1))
-                n++;
-            hk_os_decommit((char *)pg->start + (size_t)at * msize[m], (size_t)n * msize[m]);
-            uint32_t mask = (n == 32 ? 0xffffffffu : ((1u << n) - 1)) << at;
-            dirty &= ~mask;
-            pg->mdirty &= ~mask;
-        }
+        /* Blocks are 4 KiB-aligned multiples of 4 KiB: decommit them exactly. */
+        hk_decommit_bits((char *)pg->start, dirty, msize[m]);
+        pg->mdirty &= ~dirty;
     }
 }
 
@@ -167,7 +135,7 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
     unsigned m = mclass_by4k[(n + 4095) >> 12];
     mclass_state_t *ms = &mclasses[m];
     hk_lock(&ms->lock);
-    hk_page_t *pg = fullest(ms->partial);
+    hk_page_t *pg = fullest(ms->partial.head);
     if (!pg && !(pg = mslab_new(ms, m))) {
         hk_unlock(&ms->lock);
         errno = ENOMEM;
@@ -186,7 +154,7 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
     *zeroed = !(pg->mdirty & bit);
     pg->mdirty |= bit;
     if (!pg->mfree)
-        mpartial_remove(ms, pg);
+        hk_slab_list_remove(&ms->partial, pg);
     void *p = (char *)pg->start + (size_t)i * msize[m];
     hk_unlock(&ms->lock);
     return p;
@@ -219,7 +187,7 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
     pg->used--;
     pg->idle_ms = hk_now_ms();
     if (!pg->on_partial)
-        mpartial_add(ms, pg);
+        hk_slab_list_add(&ms->partial, pg);
     if (pg->used == 0) {
         ms->nempty++;
         pg->charge = (uint32_t)__builtin_popcount(pg->mdirty & pg->mfree) * msize[pg->mcls];
@@ -267,7 +235,7 @@ size_t hk_medium_free_bytes(void)
     for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
         mclass_state_t *ms = &mclasses[m];
         hk_lock(&ms->lock);
-        for (hk_page_t *pg = ms->partial; pg; pg = pg->next)
+        for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next)
             bytes += (size_t)__builtin_popcount(pg->mfree) * msize[m];
         hk_unlock(&ms->lock);
     }

@@ -11,8 +11,7 @@ typedef struct hk_class_state {
     hk_lock_t lock;
     unsigned nbatch;
     struct { void *head; unsigned n; } batch[CENTRAL_MAX];
-    hk_page_t *partial; /* slabs with free or uncarved blocks */
-    unsigned npartial;
+    hk_slab_list_t partial; /* slabs with free or uncarved blocks */
     uint32_t last_give_ms; /* when a batch last entered the exchange */
 } hk_class_state_t;
 
@@ -45,30 +44,6 @@ static unsigned slab_pages(unsigned c)
     return n < 1 ? 1 : n > 8 ? 8 : n;
 }
 
-static void partial_add(hk_class_state_t *cs, hk_page_t *pg)
-{
-    pg->prev = NULL;
-    pg->next = cs->partial;
-    if (cs->partial)
-        cs->partial->prev = pg;
-    cs->partial = pg;
-    pg->on_partial = 1;
-    cs->npartial++;
-}
-
-static void partial_remove(hk_class_state_t *cs, hk_page_t *pg)
-{
-    if (pg->prev)
-        pg->prev->next = pg->next;
-    else
-        cs->partial = pg->next;
-    if (pg->next)
-        pg->next->prev = pg->prev;
-    pg->next = pg->prev = NULL;
-    pg->on_partial = 0;
-    cs->npartial--;
-}
-
 static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
 {
     bool zeroed;
@@ -87,7 +62,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
         ch->page[hk_page_index(pg) + i].divmagic = magic;
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
     }
-    partial_add(cs, pg);
+    hk_slab_list_add(&cs->partial, pg);
     return pg;
 }
 
@@ -108,7 +83,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
     uint32_t size = hk_class_size[c];
     unsigned got = 0;
     while (got < want) {
-        hk_page_t *pg = fullest(cs->partial);
+        hk_page_t *pg = fullest(cs->partial.head);
         if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
         while (got < want && pg->free) {
@@ -127,7 +102,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             got++;
         }
         if (!pg->free && pg->bump == pg->end)
-            partial_remove(cs, pg);
+            hk_slab_list_remove(&cs->partial, pg);
     }
     **tail = NULL;
     return got;
@@ -161,12 +136,12 @@ static void slab_return(hk_class_state_t *cs, void *b)
     pg->free = b;
     pg->used--;
     if (!pg->on_partial)
-        partial_add(cs, pg);
+        hk_slab_list_add(&cs->partial, pg);
     /* An empty slab goes back to its region unless it is the class's last,
      * which the purge releases once it has been idle. */
     if (pg->used == 0) {
-        if (cs->npartial > 1) {
-            partial_remove(cs, pg);
+        if (cs->partial.n > 1) {
+            hk_slab_list_remove(&cs->partial, pg);
             hk_span_free(pg);
         } else {
             pg->idle_ms = hk_now_ms();
@@ -260,10 +235,10 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
                 }
             }
         }
-        hk_page_t *pg = cs->partial;
-        if (pg && cs->npartial == 1 && pg->used == 0) {
+        hk_page_t *pg = cs->partial.head;
+        if (pg && cs->partial.n == 1 && pg->used == 0) {
             if (now - pg->idle_ms >= delay) {
-                partial_remove(cs, pg);
+                hk_slab_list_remove(&cs->partial, pg);
                 hk_span_free(pg);
             } else {
                 *pending = true;
@@ -284,7 +259,7 @@ void hk_refill_stats(hk_refill_stats_t *st)
         hk_lock(&cs->lock);
         for (unsigned i = 0; i < cs->nbatch; i++)
             central += (size_t)cs->batch[i].n * hk_class_size[c];
-        for (hk_page_t *pg = cs->partial; pg; pg = pg->next)
+        for (hk_page_t *pg = cs->partial.head; pg; pg = pg->next)
             slab_free += (size_t)(pg->capacity - pg->used) * hk_class_size[c];
         hk_unlock(&cs->lock);
     }

@@ -19,6 +19,19 @@ HK_INLINE unsigned hk_page_index(hk_page_t *pg)
     return (unsigned)(pg - hk_chunk_of_page(pg)->page);
 }
 
+/* A list of slabs that have free blocks: their first pages, linked through
+ * next/prev; small and medium classes keep one each. */
+typedef struct hk_slab_list {
+    hk_page_t *head;
+    unsigned n;
+} hk_slab_list_t;
+void hk_slab_list_add(hk_slab_list_t *l, hk_page_t *pg);
+void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg);
+
+/* Decommits every run of set bits in `bits`, bit i standing for the `unit`
+ * bytes at base + i * unit; returns the bytes given back. */
+size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit);
+
 /* Each gives back memory idle for at least `delay` ms (0: all there is),
  * and sets *pending when free resident memory remains for a later call. */
 size_t hk_region_purge(uint32_t delay, bool *pending);

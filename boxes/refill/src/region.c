@@ -108,18 +108,48 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
             *pending = true;
             continue;
         }
-        while (dirty) {
-            unsigned at = (unsigned)__builtin_ctz(dirty), n = 0;
-            while (at + n < 32 && (dirty >> (at + n) & 1))
-                n++;
-            hk_os_decommit((char *)ch + ((size_t)at << HK_PAGE_SHIFT), (size_t)n << HK_PAGE_SHIFT);
-            given += (size_t)n << HK_PAGE_SHIFT;
-            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
-            dirty &= ~mask;
-            ch->dirty_pages &= ~mask;
-        }
+        given += hk_decommit_bits((char *)ch, dirty, HK_PAGE_SIZE);
+        ch->dirty_pages &= ~dirty;
     }
     return given;
+}
+
+size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit)
+{
+    size_t given = 0;
+    while (bits) {
+        unsigned at = (unsigned)__builtin_ctz(bits), n = 0;
+        while (at + n < 32 && (bits >> (at + n) & 1))
+            n++;
+        hk_os_decommit(base + at * unit, n * unit);
+        given += n * unit;
+        bits &= ~((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
+    }
+    return given;
+}
+
+void hk_slab_list_add(hk_slab_list_t *l, hk_page_t *pg)
+{
+    pg->prev = NULL;
+    pg->next = l->head;
+    if (l->head)
+        l->head->prev = pg;
+    l->head = pg;
+    pg->on_partial = 1;
+    l->n++;
+}
+
+void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
+{
+    if (pg->prev)
+        pg->prev->next = pg->next;
+    else
+        l->head = pg->next;
+    if (pg->next)
+        pg->next->prev = pg->prev;
+    pg->next = pg->prev = NULL;
+    pg->on_partial = 0;
+    l->n--;
 }
 
 /* Lowest start of a run of n free pages in mask, or -1. */
