@@ -10,13 +10,9 @@
 #include <time.h>
 #include <sys/resource.h>
 
-#define MAX_OBJS 1024
+#include "bench_util.h"
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
+#define MAX_OBJS 1024
 
 static size_t obj_size;
 static unsigned nobjs;          /* per thread, a power of two so the index is a mask */

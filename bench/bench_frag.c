@@ -8,29 +8,7 @@
 #include <unistd.h>
 #include <sys/resource.h>
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-/* xorshift64*: cheap and good enough for size jitter. */
-static inline uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-/* Current resident set (KiB) from /proc/self/statm. */
-static long rss_now_kb(void) {
-    long pages_total = 0, pages_res = 0;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return 0;
-    if (fscanf(f, "%ld %ld", &pages_total, &pages_res) != 2) pages_res = 0;
-    fclose(f);
-    return pages_res * (sysconf(_SC_PAGESIZE) / 1024);
-}
+#include "bench_util.h"
 
 int main(int argc, char **argv) {
     if (argc > 1 && argv[1][0] == '-') {

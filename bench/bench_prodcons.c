@@ -9,20 +9,9 @@
 #include <time.h>
 #include <sys/resource.h>
 
+#include "bench_util.h"
+
 #define RING 4096u                      /* power of two */
-
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
 
 static char *ring[RING];
 static _Alignas(64) _Atomic uint64_t head;   /* written by producer */

@@ -8,21 +8,7 @@
 #include <time.h>
 #include <sys/resource.h>
 
-static uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static inline uint64_t rng_next(uint64_t *s) {
-    uint64_t x = *s;
-    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1Dull;
-}
-
-/* Uniform in [0, range) from 32 random bits, no division. */
-static inline uint64_t pick(uint64_t bits32, uint64_t range) { return (bits32 * range) >> 32; }
+#include "bench_util.h"
 
 static int nthreads;
 static uint64_t slots_per_thread, iters;
