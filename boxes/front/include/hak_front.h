@@ -14,15 +14,10 @@
 #define HK_MEDIUM_MAX ((size_t)1 << 20)
 
 extern HK_HIDDEN const uint32_t hk_class_size[HK_NCLASS];
+/* Size -> class with no loop and no division: hk_class_by16[(n + 15) >> 4]
+ * for n <= 1 KiB, hk_class_by128[(n + 127) >> 7] up to 32 KiB. */
 extern HK_HIDDEN const uint8_t hk_class_by16[HK_TINY_MAX / 16 + 1];
 extern HK_HIDDEN const uint8_t hk_class_by128[HK_SMALL_MAX / 128 + 1];
 
-/* n must be <= HK_SMALL_MAX; no loop, no division. */
-HK_INLINE unsigned hk_size_class(size_t n)
-{
-    if (HK_LIKELY(n <= HK_TINY_MAX))
-        return hk_class_by16[(n + 15) >> 4];
-    return hk_class_by128[(n + 127) >> 7];
-}
 
 #endif /* HAK_FRONT_H */
