@@ -19,5 +19,4 @@ extern HK_HIDDEN const uint32_t hk_class_size[HK_NCLASS];
 extern HK_HIDDEN const uint8_t hk_class_by16[HK_TINY_MAX / 16 + 1];
 extern HK_HIDDEN const uint8_t hk_class_by128[HK_SMALL_MAX / 128 + 1];
 
-
 #endif /* HAK_FRONT_H */
