@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
 #   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some parts (names below: default, shared-pool,
-#                                                   # no-override, sanitizers, fuzzer)
+#                                                   # no-override, sanitizers, fuzzer, bench-quick)
 set -u
 cd "$(dirname "$0")/.."
 
