@@ -434,8 +434,10 @@ def summarize(rows, allocs, workloads, programs=()):
     # Geometric mean of the ratios over workloads where both have data.
     cells = []
     for a in names:
-        ts = [tr[w, a] for w in workloads if not math.isnan(tr.get((w, a), float("nan")))]
-        ms = [mr[w, a] for w in workloads if not math.isnan(mr.get((w, a), float("nan")))]
+        # Ratios of 0 (a time below the printed resolution in --quick runs)
+        # have no logarithm: they are left out of the geometric mean.
+        ts = [tr[w, a] for w in workloads if tr.get((w, a), 0) > 0]
+        ms = [mr[w, a] for w in workloads if mr.get((w, a), 0) > 0]
         g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
         cells.append(("time ×%.2f · mem ×%.2f" % (g(ts), g(ms))).replace("×nan", "×?"))
     lines.append("| *geomean ratio* | %s |" % " | ".join(cells))
