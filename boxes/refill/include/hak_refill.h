@@ -98,7 +98,6 @@ void hk_refill_free_one(unsigned c, void *p);
 void *hk_medium_alloc(size_t n, bool *zeroed);
 void hk_medium_free(hk_chunk_t *ch, void *p); /* aborts on a bad pointer */
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op);
-size_t hk_medium_class_size(size_t n);
 
 /* Page-map registration for the large path: [base, base+size) -> ch. */
 bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);

@@ -216,7 +216,6 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
     return size;
 }
 
-size_t hk_medium_class_size(size_t n) { return msize[mclass_by4k[(n + 4095) >> 12]]; }
 
 void hk_medium_purge(uint32_t delay, bool *pending)
 {
