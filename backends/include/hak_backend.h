@@ -21,5 +21,8 @@ bool hk_os_resize(void *p, size_t old_size, size_t new_size);
 /* Moves a committed mapping's pages to `dst` (a reserved range of new_size),
  * without copying bytes; false if it cannot. */
 bool hk_os_move(void *p, size_t old_size, void *dst, size_t new_size);
+/* One line naming the pages this backend hands out and why (for
+ * HAKMEM_VERBOSE and the stats); never NULL, no allocation. */
+const char *hk_os_mode(void);
 
 #endif /* HAK_BACKEND_H */

@@ -66,3 +66,5 @@ bool hk_os_move(void *p, size_t old_size, void *dst, size_t new_size)
 {
     return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED;
 }
+
+const char *hk_os_mode(void) { return "4 KiB pages (mmap backend)"; }

@@ -88,6 +88,7 @@ void hk_init_slow(void)
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);
     if (hk_verbose) {
         hk_log(hak_version());
+        hk_log(hk_os_mode());
     }
 }
 
