@@ -39,6 +39,11 @@ HK_INLINE void hk_lock(hk_lock_t *l)
 }
 HK_INLINE void hk_unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
 
+/* Bytes given back to the OS since the start (each decommit or unmap counts
+ * its bytes), for the stats; updated off the hot path. */
+extern HK_HIDDEN uint64_t hk_bytes_returned;
+HK_INLINE void hk_note_returned(size_t n) { __atomic_add_fetch(&hk_bytes_returned, n, __ATOMIC_RELAXED); }
+
 /* A coarse monotonic clock in milliseconds (vDSO, no syscall); wraps after
  * 49 days, so compare with subtraction. */
 uint32_t hk_now_ms(void);

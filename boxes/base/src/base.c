@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+uint64_t hk_bytes_returned;
+
 void hk_lock_slow(hk_lock_t *l)
 {
     for (unsigned spins = 0;; spins++) {

@@ -58,7 +58,7 @@ static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
 
 HK_INLINE void *alloc(size_t n)
 {
-    unsigned c;
+    size_t c;
     if (HK_LIKELY(n <= HK_TINY_MAX)) /* one compare for the commonest sizes */
         c = hk_class_by16[(n + 15) >> 4];
     else if (HK_LIKELY(n <= HK_SMALL_MAX))
@@ -68,8 +68,10 @@ HK_INLINE void *alloc(size_t n)
         return big_alloc(n, 0, &zeroed);
     }
     void *p = hk_tls_pop(c);
-    if (HK_LIKELY(p != NULL))
+    if (HK_LIKELY(p != NULL)) {
+        hk_tls.count[c]++;
         return p;
+    }
     return small_miss(c);
 }
 

@@ -16,6 +16,8 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
 size_t hk_large_purge(uint32_t delay, bool *pending);
 /* Mapped bytes and count of live large blocks, and bytes of cached free ones. */
 void hk_large_stats(size_t *live, size_t *count, size_t *cached);
+/* Blocks allocated and freed, mappings made and unmapped, mappings cached. */
+void hk_large_counts(uint64_t *allocs, uint64_t *frees, uint64_t *maps, uint64_t *unmaps, size_t *cached_n);
 void hk_large_lock(void);
 void hk_large_unlock(void);
 

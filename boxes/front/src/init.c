@@ -13,9 +13,11 @@
 
 int hk_init_state; /* 0 never, 1 running, 2 done */
 bool hk_verbose;
+static bool stats_at_exit;
 
 static void fork_prepare(void)
 {
+    hk_tls_fork_prepare();
     hk_large_lock();
     hk_refill_lock_all();
 }
@@ -24,6 +26,7 @@ static void fork_parent(void)
 {
     hk_refill_unlock_all();
     hk_large_unlock();
+    hk_tls_fork_parent();
 }
 
 /* Only the forking thread survives; the locks it took are released here. The
@@ -32,6 +35,7 @@ static void fork_child(void)
 {
     hk_refill_reset_locks();
     hk_large_unlock();
+    hk_tls_fork_child();
     hk_purge_after_fork();
 }
 
@@ -80,6 +84,7 @@ void hk_init_slow(void)
         return;
     hk_tls_secret = make_secret();
     hk_verbose = env_uint("HAKMEM_VERBOSE", 0, 1);
+    stats_at_exit = env_uint("HAKMEM_STATS", 0, 1);
     hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
     hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
@@ -93,3 +98,11 @@ void hk_init_slow(void)
 }
 
 __attribute__((constructor)) static void hk_constructor(void) { hk_init(); }
+
+/* HAKMEM_STATS=1: the table goes to stderr at exit. Nothing is torn down:
+ * frees still arrive after destructors. */
+__attribute__((destructor)) static void hk_destructor(void)
+{
+    if (stats_at_exit)
+        hak_stats_print(stderr);
+}

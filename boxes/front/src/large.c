@@ -22,6 +22,7 @@ static struct {
 } cache[CACHE_SLOTS];
 static unsigned cache_n;
 static size_t cache_bytes, live_bytes, live_count;
+static uint64_t n_allocs, n_frees, n_maps, n_unmaps; /* for the stats */
 
 /* Removes entry i (caller holds large_lock) and returns its mapping. */
 static hk_chunk_t *cache_take(unsigned i)
@@ -66,6 +67,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
             hk_chunk_t *ch = cache_take((unsigned)best);
             live_bytes += ch->map_size;
             live_count++;
+            n_allocs++;
             ch->kind = HK_CHUNK_LARGE;
             hk_unlock(&large_lock);
             *zeroed = false;
@@ -88,6 +90,8 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
     hk_lock(&large_lock);
     live_bytes += total;
     live_count++;
+    n_allocs++;
+    n_maps++;
     hk_unlock(&large_lock);
     *zeroed = true;
     return ch->user;
@@ -106,6 +110,8 @@ static void unmap(hk_chunk_t *ch)
     size_t size = ch->map_size;
     hk_pagemap_set(ch, size, NULL);
     hk_os_release(ch, size);
+    hk_note_returned(size);
+    __atomic_add_fetch(&n_unmaps, 1, __ATOMIC_RELAXED);
 }
 
 void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
@@ -116,6 +122,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
     check(ch, p, op);
     live_bytes -= ch->map_size;
     live_count--;
+    n_frees++;
     uint32_t now = hk_now_ms(), delay = hk_policy_purge_delay_ms();
     /* Mappings idle past the purge delay go back to the OS. */
     while (cache_n && now - cache[0].idle_ms >= delay)
@@ -160,6 +167,7 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
         if (keep < (char *)ch + old)
             hk_pagemap_set(keep, (size_t)((char *)ch + old - keep), NULL);
         hk_os_resize(ch, old, total);
+        hk_note_returned(old - total);
     } else if (hk_os_resize(ch, old, total)) {
         if (!hk_pagemap_set((char *)ch + old, total - old, ch)) {
             hk_os_resize(ch, total, old);
@@ -215,6 +223,17 @@ void hk_large_stats(size_t *live, size_t *count, size_t *cached)
     *count = live_count;
     *cached = cache_bytes;
     hk_unlock(&large_lock);
+}
+
+void hk_large_counts(uint64_t *allocs, uint64_t *frees, uint64_t *maps, uint64_t *unmaps, size_t *cached_n)
+{
+    hk_lock(&large_lock);
+    *allocs = n_allocs;
+    *frees = n_frees;
+    *maps = n_maps;
+    *cached_n = cache_n;
+    hk_unlock(&large_lock);
+    *unmaps = __atomic_load_n(&n_unmaps, __ATOMIC_RELAXED);
 }
 
 void hk_large_lock(void) { hk_lock(&large_lock); }

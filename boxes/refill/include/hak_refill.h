@@ -125,6 +125,22 @@ typedef struct hk_refill_stats {
 } hk_refill_stats_t;
 void hk_refill_stats(hk_refill_stats_t *st);
 
+/* One class's figures for hak_stats_get. Small classes (1..HK_NCLASS-1):
+ * out = blocks handed to thread caches or the program and not given back. */
+typedef struct hk_refill_class_stats {
+    size_t size;           /* block size */
+    uint64_t allocs, frees;/* medium classes only: small ones count in Box 1 */
+    uint64_t refills;      /* small: thread-cache refills; medium: slabs made */
+    uint64_t flushes;      /* small: blocks lists given back; medium: slabs returned */
+    int64_t out;
+    size_t central;        /* blocks in the central exchange */
+    size_t slab_free;      /* free or not yet carved blocks in slabs */
+    size_t slabs;          /* slabs mapped for the class */
+} hk_refill_class_stats_t;
+void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st);
+#define HK_MEDIUM_CLASSES 40
+void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st);
+
 /* fork(): hold every Box 2 lock across it. */
 void hk_refill_lock_all(void);
 void hk_refill_unlock_all(void);

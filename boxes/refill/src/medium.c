@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <string.h>
 
-#define HK_MEDIUM_CLASSES 40
 #define MEDIUM_EMPTY_MAX 8 /* per class, however recent */
 /* The dirty blocks of all classes' empty slabs together, however recent:
  * an upper bound on the RSS kept for reuse. */
@@ -58,6 +57,7 @@ typedef struct mclass_state {
     hk_slab_list_t partial;
     unsigned nempty;  /* partial slabs with no block in use */
     uint32_t last_purge_ms;
+    uint64_t allocs, frees, made, returned; /* for the stats */
 } mclass_state_t;
 
 static mclass_state_t mclasses[HK_MEDIUM_CLASSES];
@@ -74,6 +74,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     pg->capacity = cap;
     pg->charge = 0; /* fresh: nothing resident yet */
     ms->nempty++;
+    ms->made++;
     pg->mfree = cap == 32 ? 0xffffffffu : (1u << cap) - 1;
     pg->mdirty = zeroed ? 0 : 0xffffffffu;
     hk_chunk_t *ch = hk_chunk_of_page(pg);
@@ -105,6 +106,7 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
             ms->nempty--;
             __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
             hk_slab_list_remove(&ms->partial, pg);
+            ms->returned++;
             hk_span_free(pg);
             continue;
         }
@@ -147,6 +149,7 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
     unsigned i = (unsigned)__builtin_ctz(warm ? warm : pg->mfree);
     uint32_t bit = 1u << i;
     pg->mfree &= ~bit;
+    ms->allocs++;
     if (pg->used++ == 0) {
         ms->nempty--;
         __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
@@ -185,6 +188,7 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
     pg = mcheck(ch, p, "free", &i);
     pg->mfree |= 1u << i;
     pg->used--;
+    ms->frees++;
     pg->idle_ms = hk_now_ms();
     if (!pg->on_partial)
         hk_slab_list_add(&ms->partial, pg);
@@ -239,6 +243,22 @@ size_t hk_medium_free_bytes(void)
         hk_unlock(&ms->lock);
     }
     return bytes;
+}
+
+void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
+{
+    mclass_state_t *ms = &mclasses[m];
+    *st = (hk_refill_class_stats_t){.size = msize[m]};
+    hk_lock(&ms->lock);
+    st->allocs = ms->allocs;
+    st->frees = ms->frees;
+    st->refills = ms->made;
+    st->flushes = ms->returned;
+    st->slabs = ms->made - ms->returned;
+    st->out = (int64_t)(ms->allocs - ms->frees);
+    for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next)
+        st->slab_free += (size_t)__builtin_popcount(pg->mfree);
+    hk_unlock(&ms->lock);
 }
 
 void hk_medium_lock_all(void)

@@ -13,6 +13,11 @@ typedef struct hk_class_state {
     struct { void *head; unsigned n; } batch[CENTRAL_MAX];
     hk_slab_list_t partial; /* slabs with free or uncarved blocks */
     uint32_t last_give_ms; /* when a batch last entered the exchange */
+    /* For the stats: thread-cache refills and flushes, slabs now mapped,
+     * and blocks handed out and not yet given back. */
+    uint64_t takes, gives;
+    size_t slabs;
+    int64_t out;
 } hk_class_state_t;
 
 /* Shards split a class's lock and slabs between threads. With the default
@@ -63,6 +68,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
     }
     hk_slab_list_add(&cs->partial, pg);
+    cs->slabs++;
     return pg;
 }
 
@@ -112,15 +118,18 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
 {
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
+    cs->takes++;
     if (cs->nbatch) {
         cs->nbatch--;
         *head = cs->batch[cs->nbatch].head;
         unsigned n = cs->batch[cs->nbatch].n;
+        cs->out += n;
         hk_unlock(&cs->lock);
         return n;
     }
     void **tail = head;
     unsigned got = carve(cs, c, 0, want, &tail);
+    cs->out += got;
     hk_unlock(&cs->lock);
     if (!got)
         errno = ENOMEM;
@@ -142,6 +151,7 @@ static void slab_return(hk_class_state_t *cs, void *b)
     if (pg->used == 0) {
         if (cs->partial.n > 1) {
             hk_slab_list_remove(&cs->partial, pg);
+            cs->slabs--;
             hk_span_free(pg);
         } else {
             pg->idle_ms = hk_now_ms();
@@ -156,6 +166,8 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
     if (max > CENTRAL_MAX)
         max = CENTRAL_MAX;
     hk_lock(&cs->lock);
+    cs->gives++;
+    cs->out -= n;
     while (n >= batch && cs->nbatch < max) {
         void *rest = head;
         if (n > batch) {
@@ -199,6 +211,7 @@ void *hk_refill_alloc_one(unsigned c)
         void **tail = &b;
         carve(cs, c, shard, 1, &tail);
     }
+    cs->out += b != NULL;
     hk_unlock(&cs->lock);
     if (!b)
         errno = ENOMEM;
@@ -210,6 +223,7 @@ void hk_refill_free_one(unsigned c, void *p)
     hk_chunk_t *ch = hk_chunk_of(p);
     hk_class_state_t *cs = &classes[c][ch->page[hk_page_of(ch, p)->first].shard];
     hk_lock(&cs->lock);
+    cs->out--;
     slab_return(cs, p);
     hk_unlock(&cs->lock);
 }
@@ -239,6 +253,7 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
         if (pg && cs->partial.n == 1 && pg->used == 0) {
             if (now - pg->idle_ms >= delay) {
                 hk_slab_list_remove(&cs->partial, pg);
+                cs->slabs--;
                 hk_span_free(pg);
             } else {
                 *pending = true;
@@ -267,6 +282,24 @@ void hk_refill_stats(hk_refill_stats_t *st)
     st->central_bytes = central;
     slab_free += hk_medium_free_bytes();
     st->slab_free_bytes = slab_free;
+}
+
+void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st)
+{
+    *st = (hk_refill_class_stats_t){.size = hk_class_size[c]};
+    for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++) {
+        hk_class_state_t *cs = &classes[c][sh];
+        hk_lock(&cs->lock);
+        st->refills += cs->takes;
+        st->flushes += cs->gives;
+        st->out += cs->out;
+        st->slabs += cs->slabs;
+        for (unsigned i = 0; i < cs->nbatch; i++)
+            st->central += cs->batch[i].n;
+        for (hk_page_t *pg = cs->partial.head; pg; pg = pg->next)
+            st->slab_free += pg->capacity - pg->used;
+        hk_unlock(&cs->lock);
+    }
 }
 
 void hk_refill_lock_all(void)

@@ -84,6 +84,7 @@ static void region_release(hk_chunk_t *ch)
     region_count--;
     empty_regions--;
     hk_os_release(ch, HK_CHUNK_SIZE);
+    hk_note_returned(HK_CHUNK_SIZE);
 }
 
 /* Free pages are kept resident for reuse (a page given back faults in again
@@ -125,6 +126,7 @@ size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit)
         given += n * unit;
         bits &= ~((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
     }
+    hk_note_returned(given);
     return given;
 }
 

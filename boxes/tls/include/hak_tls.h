@@ -8,8 +8,8 @@
 enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
 
 /* Initial-exec TLS must stay small (docs/design.md: 8*73 + 2*73 + 2*73 + 4
- * + 4 + 1, padded to 888 bytes), or dlopen of libhakmem.so fails for lack
- * of static TLS space.
+ * + 4 + 1 + 8, padded to 896 bytes), or dlopen of libhakmem.so fails for
+ * lack of static TLS space.
  * A NEW or DEAD thread has every head NULL and every room 0, so both hit
  * paths fall through to the slow path without testing the state. */
 typedef struct hk_tls {
@@ -19,6 +19,9 @@ typedef struct hk_tls {
     uint32_t mid_cap_bytes;    /* sum of cap x size over the mid classes */
     uint32_t epoch;            /* hk_refill_purge_epoch at the last slow path */
     uint8_t state;
+    /* This thread's allocation counts per class, in a record hakmem maps
+     * itself (counting here would cost 584 bytes of initial-exec TLS). */
+    uint64_t *count;
 } hk_tls_t;
 
 extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
@@ -29,7 +32,7 @@ HK_INLINE uintptr_t hk_tls_tag(const void *p) { return (uintptr_t)p ^ hk_tls_sec
 /* True when p carries the tag of a block already sitting in a free list. */
 HK_INLINE bool hk_tls_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tls_tag(p); }
 
-HK_INLINE void *hk_tls_pop(unsigned c)
+HK_INLINE void *hk_tls_pop(size_t c)
 {
     void **p = (void **)hk_tls.head[c];
     if (HK_LIKELY(p != NULL)) {
@@ -58,5 +61,15 @@ void hk_tls_overflow(unsigned c, void *p);
 void hk_tls_drain(void);
 /* One-time process setup: the thread-exit key. Must run outside any lock. */
 void hk_tls_process_init(void);
+
+/* For the stats: per class, the blocks handed to the program since the
+ * process started (allocs) and those now sitting in thread caches (cached).
+ * Returns the number of live threads with a cache. */
+unsigned hk_tls_stats(uint64_t allocs[HK_NCLASS], uint64_t cached[HK_NCLASS]);
+/* fork(): the thread registry's lock is held across it; in the child only
+ * the forking thread is left, so the records of the others are retired. */
+void hk_tls_fork_prepare(void);
+void hk_tls_fork_parent(void);
+void hk_tls_fork_child(void);
 
 #endif /* HAK_TLS_H */

@@ -1,7 +1,8 @@
-/* tls.c — Box 1's slow half: thread start, refill on a miss, flush on overflow, and the give-back at thread exit. */
+/* tls.c — Box 1's slow half: thread start, refill on a miss, flush on overflow, the give-back at thread exit, and the thread registry behind the stats. */
 #include "hak_tls.h"
 #include "hak_refill.h"
 #include "hak_policy.h"
+#include "hak_backend.h"
 
 #include <pthread.h>
 
@@ -11,10 +12,144 @@ uintptr_t hk_tls_secret;
 static pthread_key_t exit_key;
 static bool exit_key_ok;
 
+/* ---- the thread registry: per-thread allocation counts ------------------ */
+
+/* allocs must stay first: hk_tls.count points at it. */
+typedef struct hk_tls_rec {
+    uint64_t allocs[HK_NCLASS];
+    hk_tls_t *tls;
+    struct hk_tls_rec *next, *prev;
+} hk_tls_rec_t;
+
+#define REC_BLOCK (64u << 10) /* records are mapped this many bytes at a time */
+static hk_lock_t reg_lock;
+static hk_tls_rec_t *live_recs, *spare_recs;
+static char *rec_bump, *rec_end;
+/* Counts of exited threads and of threads without a cache (atomic). */
+static uint64_t retired[HK_NCLASS];
+/* Shared by threads that could get no record (out of memory): their counts
+ * may race, nothing else does. */
+static hk_tls_rec_t shared_rec;
+
+/* Under reg_lock. */
+static hk_tls_rec_t *rec_new(void)
+{
+    hk_tls_rec_t *r = spare_recs;
+    if (r) {
+        spare_recs = r->next;
+        for (unsigned c = 0; c < HK_NCLASS; c++)
+            r->allocs[c] = 0;
+        return r;
+    }
+    if ((size_t)(rec_end - rec_bump) < sizeof *r) {
+        char *block = hk_os_reserve(REC_BLOCK, HK_OS_PAGE, true);
+        if (!block)
+            return NULL;
+        rec_bump = block;
+        rec_end = block + REC_BLOCK;
+    }
+    r = (hk_tls_rec_t *)rec_bump;
+    rec_bump += sizeof *r;
+    return r;
+}
+
+/* Folds a record's counts into retired[] and recycles it. Under reg_lock. */
+static void rec_retire(hk_tls_rec_t *r)
+{
+    for (unsigned c = 0; c < HK_NCLASS; c++)
+        __atomic_add_fetch(&retired[c], r->allocs[c], __ATOMIC_RELAXED);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        live_recs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = spare_recs;
+    spare_recs = r;
+}
+
+/* Only threads whose exit the key reports are registered: a record must
+ * never outlive its thread's TLS. */
+static uint64_t *rec_claim(void)
+{
+    hk_tls_rec_t *r = NULL;
+    if (exit_key_ok) {
+        hk_lock(&reg_lock);
+        if ((r = rec_new()) != NULL) {
+            r->tls = &hk_tls;
+            r->prev = NULL;
+            r->next = live_recs;
+            if (live_recs)
+                live_recs->prev = r;
+            live_recs = r;
+        }
+        hk_unlock(&reg_lock);
+    }
+    return r ? r->allocs : shared_rec.allocs;
+}
+
+static void rec_release(void)
+{
+    hk_tls_rec_t *r = (hk_tls_rec_t *)hk_tls.count;
+    hk_tls.count = shared_rec.allocs;
+    if (r == &shared_rec || r == NULL)
+        return;
+    hk_lock(&reg_lock);
+    rec_retire(r);
+    hk_unlock(&reg_lock);
+}
+
+/* A block handed out by a slow path. */
+static void count_alloc(unsigned c)
+{
+    if (hk_tls.state == HK_TLS_LIVE)
+        hk_tls.count[c]++;
+    else
+        __atomic_add_fetch(&retired[c], 1, __ATOMIC_RELAXED);
+}
+
+unsigned hk_tls_stats(uint64_t allocs[HK_NCLASS], uint64_t cached[HK_NCLASS])
+{
+    unsigned threads = 0;
+    for (unsigned c = 0; c < HK_NCLASS; c++) {
+        allocs[c] = __atomic_load_n(&retired[c], __ATOMIC_RELAXED) +
+                    __atomic_load_n(&shared_rec.allocs[c], __ATOMIC_RELAXED);
+        cached[c] = 0;
+    }
+    hk_lock(&reg_lock);
+    for (hk_tls_rec_t *r = live_recs; r; r = r->next, threads++) {
+        /* Another thread's counters and cache, read while it runs: each
+         * figure is a moment's value, exact once threads are quiet. */
+        for (unsigned c = 0; c < HK_NCLASS; c++) {
+            allocs[c] += __atomic_load_n(&r->allocs[c], __ATOMIC_RELAXED);
+            cached[c] += (uint16_t)(__atomic_load_n(&r->tls->cap[c], __ATOMIC_RELAXED) -
+                                    __atomic_load_n(&r->tls->room[c], __ATOMIC_RELAXED));
+        }
+    }
+    hk_unlock(&reg_lock);
+    return threads;
+}
+
+void hk_tls_fork_prepare(void) { hk_lock(&reg_lock); }
+void hk_tls_fork_parent(void) { hk_unlock(&reg_lock); }
+
+void hk_tls_fork_child(void)
+{
+    for (hk_tls_rec_t *r = live_recs, *next; r; r = next) {
+        next = r->next;
+        if (r->tls != &hk_tls)
+            rec_retire(r);
+    }
+    reg_lock.v = 0;
+}
+
+/* ---- thread start and exit ---------------------------------------------- */
+
 static void thread_exit(void *arg)
 {
     (void)arg;
     hk_tls_drain();
+    rec_release();
     /* Later frees (libc's buffers, other destructors) take the global path:
      * room 0 and empty heads send both hit paths to the slow path. */
     for (unsigned c = 0; c < HK_NCLASS; c++)
@@ -41,6 +176,7 @@ static void thread_start(void)
         hk_tls.cap[c] = (uint16_t)hk_policy_cap(c);
         hk_tls.room[c] = hk_tls.cap[c];
     }
+    hk_tls.count = rec_claim(); /* before any hit can count */
     hk_tls.state = HK_TLS_LIVE;
     hk_tls.epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     /* May allocate (keys >= 32 take a calloc'd block): the state is live now,
@@ -90,8 +226,10 @@ static void *cut(unsigned c, unsigned k)
 static void *alloc_uncached(unsigned c)
 {
     void **p = hk_refill_alloc_one(c);
-    if (p)
+    if (p) {
         p[1] = NULL; /* as hk_tls_pop: a live block carries no tag */
+        count_alloc(c);
+    }
     return p;
 }
 
@@ -119,8 +257,10 @@ void *hk_tls_refill(unsigned c)
         if (hk_tls.state == HK_TLS_DEAD)
             return alloc_uncached(c);
         thread_start();
-        if (hk_tls.head[c]) /* a nested malloc during thread start refilled c */
+        if (hk_tls.head[c]) { /* a nested malloc during thread start refilled c */
+            count_alloc(c);
             return hk_tls_pop(c);
+        }
     }
     unsigned cap = set_cap(c); /* the list is empty: count 0, room = cap */
     hk_tls.room[c] = (uint16_t)cap;
@@ -139,6 +279,7 @@ void *hk_tls_refill(unsigned c)
         n = cap;
     }
     hk_tls.room[c] = (uint16_t)(cap - n);
+    count_alloc(c);
     return hk_tls_pop(c);
 }
 

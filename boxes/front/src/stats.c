@@ -1,0 +1,157 @@
+/* stats.c — hak_stats_get and hak_stats_print: a snapshot of every box's counters, gathered without allocating. */
+#include "hakmem.h"
+#include "front_internal.h"
+#include "hak_backend.h"
+#include "hak_policy.h"
+#include "hak_tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+/* The value in kB of "Key:" in /proc/self/status, in bytes (0 if absent). */
+static uint64_t status_field(const char *buf, const char *key)
+{
+    size_t k = strlen(key);
+    for (const char *s = buf; (s = strstr(s, key)) != NULL; s += k) {
+        if (s != buf && s[-1] != '\n')
+            continue;
+        uint64_t v = 0;
+        for (s += k; *s == ' ' || *s == '\t'; s++)
+            ;
+        for (; *s >= '0' && *s <= '9'; s++)
+            v = v * 10 + (uint64_t)(*s - '0');
+        return v << 10;
+    }
+    return 0;
+}
+
+static void read_status(struct hak_stats *st)
+{
+    char buf[8192];
+    size_t n = 0;
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (ssize_t r; n < sizeof buf - 1 && (r = read(fd, buf + n, sizeof buf - 1 - n)) > 0;)
+        n += (size_t)r;
+    close(fd);
+    buf[n] = 0;
+    st->rss = status_field(buf, "VmRSS:");
+    st->peak_rss = status_field(buf, "VmHWM:");
+    st->hugetlb = status_field(buf, "HugetlbPages:");
+}
+
+static uint64_t sub0(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
+
+static struct hak_stats_class *row(struct hak_stats *st, int kind, const hk_refill_class_stats_t *rs)
+{
+    struct hak_stats_class *r = &st->cls[st->nclass++];
+    r->kind = kind;
+    r->block_size = rs->size;
+    r->refills = rs->refills;
+    r->flushes = rs->flushes;
+    r->central_blocks = rs->central;
+    r->slab_free_blocks = rs->slab_free;
+    r->slabs = rs->slabs;
+    st->central += rs->central * rs->size;
+    st->slab_free += rs->slab_free * rs->size;
+    return r;
+}
+
+int hak_stats_get(struct hak_stats *st)
+{
+    if (st->version != HAK_STATS_VERSION) {
+        errno = EINVAL;
+        return -1;
+    }
+    memset(&st->nclass, 0, sizeof *st - offsetof(struct hak_stats, nclass));
+    hk_init();
+    static uint64_t allocs[HK_NCLASS], cached[HK_NCLASS];
+    static hk_lock_t scratch_lock; /* the arrays are too big for a thread's stack budget */
+    hk_lock(&scratch_lock);
+    st->threads = hk_tls_stats(allocs, cached);
+    /* Small classes: Box 1 counts allocations; Box 2 knows the blocks out of
+     * its hands, which are live or cached, so frees need no counting. */
+    for (unsigned c = 1; c < HK_NCLASS; c++) {
+        hk_refill_class_stats_t rs;
+        hk_refill_class_stats(c, &rs);
+        struct hak_stats_class *r = row(st, HAK_STATS_SMALL, &rs);
+        uint64_t out = rs.out > 0 ? (uint64_t)rs.out : 0;
+        r->cached_blocks = cached[c] < out ? cached[c] : out;
+        r->live_blocks = out - r->cached_blocks;
+        r->allocs = allocs[c] > r->live_blocks ? allocs[c] : r->live_blocks;
+        r->frees = r->allocs - r->live_blocks;
+        r->cap = hk_policy_cap(c);
+        r->batch = hk_policy_batch(c);
+        st->thread_cached += r->cached_blocks * rs.size;
+        st->live += r->live_blocks * rs.size;
+    }
+    hk_unlock(&scratch_lock);
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
+        hk_refill_class_stats_t rs;
+        hk_medium_class_stats(m, &rs);
+        struct hak_stats_class *r = row(st, HAK_STATS_MEDIUM, &rs);
+        r->allocs = rs.allocs;
+        r->frees = rs.frees;
+        r->live_blocks = sub0(rs.allocs, rs.frees);
+        st->live += r->live_blocks * rs.size;
+    }
+    struct hak_stats_class *r = &st->cls[st->nclass++];
+    size_t large_live, large_count, large_cached, cached_n;
+    hk_large_counts(&r->allocs, &r->frees, &r->refills, &r->flushes, &cached_n);
+    hk_large_stats(&large_live, &large_count, &large_cached);
+    r->kind = HAK_STATS_LARGE;
+    r->live_blocks = large_count;
+    r->cached_blocks = cached_n;
+    st->live += large_live;
+
+    hk_refill_stats_t rst;
+    hk_refill_stats(&rst);
+    st->mapped = rst.region_bytes + large_live + large_cached;
+    st->returned = __atomic_load_n(&hk_bytes_returned, __ATOMIC_RELAXED);
+    strncpy(st->backend, hk_os_mode(), sizeof st->backend - 1);
+    read_status(st);
+    return 0;
+}
+
+static double mib(uint64_t b) { return (double)b / (1 << 20); }
+
+void hak_stats_print(FILE *out)
+{
+    static struct hak_stats st; /* 12 KB: kept off the caller's stack */
+    static hk_lock_t print_lock;
+    hk_lock(&print_lock);
+    st.version = HAK_STATS_VERSION;
+    hak_stats_get(&st);
+    fprintf(out, "hakmem %s\n  pages: %s\n", hak_version(), st.backend);
+    fprintf(out, "  %-6s %8s %12s %12s %9s %9s %9s %7s %7s %8s %6s %5s %5s\n", "kind", "size", "allocs",
+            "frees", "refills", "flushes", "live", "cached", "central", "slabfree", "slabs", "cap",
+            "batch");
+    static const char *kinds[] = {"", "small", "medium", "large"};
+    for (unsigned i = 0; i < st.nclass; i++) {
+        const struct hak_stats_class *r = &st.cls[i];
+        if (!r->allocs && !r->slabs && !r->cached_blocks && !r->central_blocks)
+            continue;
+        fprintf(out, "  %-6s %8zu %12llu %12llu %9llu %9llu %9llu %7llu %7llu %8llu %6llu", kinds[r->kind],
+                r->block_size, (unsigned long long)r->allocs, (unsigned long long)r->frees,
+                (unsigned long long)r->refills, (unsigned long long)r->flushes,
+                (unsigned long long)r->live_blocks, (unsigned long long)r->cached_blocks,
+                (unsigned long long)r->central_blocks, (unsigned long long)r->slab_free_blocks,
+                (unsigned long long)r->slabs);
+        if (r->kind == HAK_STATS_SMALL)
+            fprintf(out, " %5u %5u\n", r->cap, r->batch);
+        else
+            fprintf(out, " %5s %5s\n", "-", "-");
+    }
+    fprintf(out,
+            "  live %.1f MiB, thread caches %.1f MiB, central %.1f MiB, free in slabs %.1f MiB;"
+            " threads %u\n"
+            "  mapped %.1f MiB, returned to the OS %.1f MiB since start; RSS %.1f MiB,"
+            " peak %.1f MiB, hugetlb %.1f MiB\n",
+            mib(st.live), mib(st.thread_cached), mib(st.central), mib(st.slab_free), st.threads,
+            mib(st.mapped), mib(st.returned), mib(st.rss), mib(st.peak_rss), mib(st.hugetlb));
+    fflush(out);
+    hk_unlock(&print_lock);
+}
