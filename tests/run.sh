@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
 #   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some parts (names below: default, shared-pool,
-#                                                   # no-override, sanitizers, fuzzer, bench-quick)
+#                                                   # no-override, hardened, sanitizers, fuzzer, bench-quick)
 set -u
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,7 @@ configs=(
     "default||"
     "shared-pool|-Dpool_tls=false|"
     "no-override|-Doverride=false|api misuse threads layout"
+    "hardened|-Dhardened=true|api stats misuse threads preload"
 )
 only="${HAKMEM_TEST_CONFIGS:-}"
 

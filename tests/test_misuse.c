@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -175,6 +176,105 @@ Test(misuse, double_free_100k)
     expect_report(&r, "hakmem: double free(0x", p);
     hak_free(p);
 }
+
+/* One double free and one interior free per size range: 16 KiB (mid),
+ * 100 KiB + 4 KiB into a medium block, 4 MiB (large). */
+Test(misuse, double_free_mid)
+{
+    void *p = hak_malloc(16 * 1024);
+    cr_assert(p);
+    g_target = p;
+    struct child_result r;
+    run_child(do_hak_double_free, NULL, &r);
+    expect_report(&r, "hakmem: double free(0x", p);
+    hak_free(p);
+}
+
+Test(misuse, double_free_large)
+{
+    void *p = hak_malloc(4 << 20);
+    cr_assert(p);
+    g_target = p;
+    struct child_result r;
+    run_child(do_hak_double_free, NULL, &r);
+    expect_report(&r, "hakmem: double free(0x", p);
+    hak_free(p);
+}
+
+Test(misuse, free_interior_pointer_medium)
+{
+    char *p = hak_malloc(100 * 1024);
+    cr_assert(p);
+    g_target = p + 4096;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", p + 4096);
+    hak_free(p);
+}
+
+#if HAKMEM_TEST_HARDENED
+/* A write into a freed block (a use after free storing a pointer) lands on
+ * its free-list link. Hardened builds store links encoded with an odd key,
+ * so an aligned pointer written there decodes misaligned: the next malloc
+ * that would follow it aborts, naming the block. */
+static void do_corrupt_then_malloc(void *arg)
+{
+    (void)arg;
+    void **p = hak_malloc(208);
+    hak_free(p);
+    p[0] = (void *)&g_target; /* 8-byte aligned, like any pointer a program stores */
+    void *volatile q = hak_malloc(208);
+    (void)q;
+}
+
+Test(misuse, hardened_corrupted_link_on_malloc)
+{
+    struct child_result r;
+    run_child(do_corrupt_then_malloc, NULL, &r);
+    cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
+}
+
+static void *make_and_free(void *arg)
+{
+    void **blocks = arg;
+    for (int i = 0; i < 200; i++)
+        blocks[i] = hak_malloc(176);
+    for (int i = 0; i < 200; i++)
+        hak_free(blocks[i]);
+    return NULL;
+}
+
+/* The refill guard: blocks freed by a thread that exited wait in Box 2 as
+ * whole batches. Each link is rewritten to decode to an aligned address
+ * outside the heap (the key is recovered from two links the test made), so
+ * only the guard, not the misalignment check of malloc, can catch it. */
+static void do_corrupt_batch(void *arg)
+{
+    (void)arg;
+    static void *blocks[200];
+    static char junk[64] __attribute__((aligned(16)));
+    uintptr_t *a = hak_malloc(48), *b = hak_malloc(48); /* another class */
+    hak_free(a);
+    hak_free(b); /* b's link is a ^ key ^ b */
+    uintptr_t key = b[0] ^ (uintptr_t)a ^ (uintptr_t)b;
+    pthread_t t;
+    pthread_create(&t, NULL, make_and_free, blocks);
+    pthread_join(t, NULL);
+    for (int i = 0; i < 200; i++)
+        ((uintptr_t *)blocks[i])[0] = (uintptr_t)junk ^ key ^ (uintptr_t)blocks[i];
+    void *volatile q = hak_malloc(176); /* this thread's first: a refill */
+    (void)q;
+}
+
+Test(misuse, hardened_corrupted_batch_on_refill)
+{
+    struct child_result r;
+    run_child(do_corrupt_batch, NULL, &r);
+    cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
+}
+#endif
 
 Test(misuse, usable_size_stack_address)
 {

@@ -39,6 +39,26 @@ HK_INLINE void hk_lock(hk_lock_t *l)
 }
 HK_INLINE void hk_unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
 
+/* The link in word 0 of a free block. With -Dhardened=true it is stored
+ * xor-ed with a per-process key and the block's own address, so a stray
+ * write or a leaked link does not give a usable pointer (docs/design.md). */
+#ifndef HK_HARDENED
+#define HK_HARDENED 0
+#endif
+extern HK_HIDDEN uintptr_t hk_link_key;
+HK_INLINE void *hk_link_get(const void *b)
+{
+    uintptr_t v = *(const uintptr_t *)b;
+    return HK_HARDENED ? (void *)(v ^ hk_link_key ^ (uintptr_t)b) : (void *)v;
+}
+HK_INLINE void hk_link_set(void *b, const void *next)
+{
+    uintptr_t v = (uintptr_t)next;
+    *(uintptr_t *)b = HK_HARDENED ? v ^ hk_link_key ^ (uintptr_t)b : v;
+}
+/* Sets hk_link_key once (racing threads agree); before any list is built. */
+void hk_link_key_init(uintptr_t seed);
+
 /* Bytes given back to the OS since the start (each decommit or unmap counts
  * its bytes), for the stats; updated off the hot path. */
 extern HK_HIDDEN uint64_t hk_bytes_returned;

@@ -7,6 +7,13 @@
 #include <unistd.h>
 
 uint64_t hk_bytes_returned;
+uintptr_t hk_link_key;
+
+void hk_link_key_init(uintptr_t seed)
+{
+    uintptr_t zero = 0;
+    __atomic_compare_exchange_n(&hk_link_key, &zero, seed | 1, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
 
 void hk_lock_slow(hk_lock_t *l)
 {

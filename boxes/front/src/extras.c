@@ -19,6 +19,9 @@ const char *hak_version(void)
 #else
         ", shared pool"
 #endif
+#if HK_HARDENED
+        ", hardened"
+#endif
         ")";
 }
 

@@ -77,6 +77,7 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
 void hk_init_slow(void)
 {
     int expect = 0;
+    hk_link_key_init(make_secret()); /* before any list exists, whoever wins */
     /* A nested call (pthread_atfork may allocate) or a racing thread goes on:
      * everything malloc needs is static and ready without this set-up. */
     if (!__atomic_compare_exchange_n(&hk_init_state, &expect, 1, false, __ATOMIC_ACQ_REL,

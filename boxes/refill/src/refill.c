@@ -83,8 +83,19 @@ static hk_page_t *fullest(hk_page_t *pg)
     return best;
 }
 
-/* Appends up to want blocks from the class's slabs to the list at *tail. */
-static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, void ***tail)
+/* A list being built: blocks appended at last, linked through word 0. */
+typedef struct { void *head, *last; } blist_t;
+static void append(blist_t *l, void *b)
+{
+    if (l->last)
+        hk_link_set(l->last, b);
+    else
+        l->head = b;
+    l->last = b;
+}
+
+/* Appends up to want blocks from the class's slabs to l, and ends it. */
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0;
@@ -94,15 +105,13 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             break;
         while (got < want && pg->free) {
             void *b = pg->free;
-            pg->free = *(void **)b;
-            **tail = b;
-            *tail = (void **)b;
+            pg->free = hk_link_get(b);
+            append(l, b);
             pg->used++;
             got++;
         }
         while (got < want && pg->bump < pg->end) {
-            **tail = pg->bump;
-            *tail = (void **)pg->bump;
+            append(l, pg->bump);
             pg->bump += size;
             pg->used++;
             got++;
@@ -110,7 +119,8 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         if (!pg->free && pg->bump == pg->end)
             hk_slab_list_remove(&cs->partial, pg);
     }
-    **tail = NULL;
+    if (l->last)
+        hk_link_set(l->last, NULL);
     return got;
 }
 
@@ -127,8 +137,9 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
         hk_unlock(&cs->lock);
         return n;
     }
-    void **tail = head;
-    unsigned got = carve(cs, c, 0, want, &tail);
+    blist_t l = {NULL, NULL};
+    unsigned got = carve(cs, c, 0, want, &l);
+    *head = l.head;
     cs->out += got;
     hk_unlock(&cs->lock);
     if (!got)
@@ -141,7 +152,7 @@ static void slab_return(hk_class_state_t *cs, void *b)
 {
     hk_chunk_t *ch = hk_chunk_of(b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
-    *(void **)b = pg->free;
+    hk_link_set(b, pg->free);
     pg->free = b;
     pg->used--;
     if (!pg->on_partial)
@@ -171,11 +182,11 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
     while (n >= batch && cs->nbatch < max) {
         void *rest = head;
         if (n > batch) {
-            void **cut = head;
+            void *cut = head;
             for (unsigned i = 1; i < batch; i++)
-                cut = *cut;
-            rest = *cut;
-            *cut = NULL;
+                cut = hk_link_get(cut);
+            rest = hk_link_get(cut);
+            hk_link_set(cut, NULL);
         } else {
             rest = NULL;
         }
@@ -188,7 +199,7 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         n -= batch;
     }
     while (head) {
-        void *next = *(void **)head;
+        void *next = hk_link_get(head);
         slab_return(cs, head);
         head = next;
     }
@@ -204,12 +215,13 @@ void *hk_refill_alloc_one(unsigned c)
     if (cs->nbatch) {
         unsigned top = cs->nbatch - 1;
         b = cs->batch[top].head;
-        cs->batch[top].head = *(void **)b;
+        cs->batch[top].head = hk_link_get(b);
         if (--cs->batch[top].n == 0)
             cs->nbatch--;
     } else {
-        void **tail = &b;
-        carve(cs, c, shard, 1, &tail);
+        blist_t l = {NULL, NULL};
+        carve(cs, c, shard, 1, &l);
+        b = l.head;
     }
     cs->out += b != NULL;
     hk_unlock(&cs->lock);
@@ -243,7 +255,7 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
             while (cs->nbatch) {
                 void *b = cs->batch[--cs->nbatch].head;
                 while (b) {
-                    void *next = *(void **)b;
+                    void *next = hk_link_get(b);
                     slab_return(cs, b);
                     b = next;
                 }

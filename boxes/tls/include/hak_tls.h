@@ -32,11 +32,18 @@ HK_INLINE uintptr_t hk_tls_tag(const void *p) { return (uintptr_t)p ^ hk_tls_sec
 /* True when p carries the tag of a block already sitting in a free list. */
 HK_INLINE bool hk_tls_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tls_tag(p); }
 
+/* -Dhardened=true: a link that does not decode to a 16-byte aligned address
+ * was overwritten after the free (a use after free or an overflow). */
+__attribute__((noreturn, cold)) void hk_tls_corrupt(const void *p);
+
 HK_INLINE void *hk_tls_pop(size_t c)
 {
     void **p = (void **)hk_tls.head[c];
     if (HK_LIKELY(p != NULL)) {
-        hk_tls.head[c] = p[0];
+        void *next = hk_link_get(p);
+        if (HK_HARDENED && HK_UNLIKELY((uintptr_t)next & 15))
+            hk_tls_corrupt(p);
+        hk_tls.head[c] = next;
         hk_tls.room[c]++;
         p[1] = NULL; /* clear the tag: a live block must never look freed */
     }
@@ -48,8 +55,9 @@ HK_INLINE bool hk_tls_push(unsigned c, void *p)
     if (HK_UNLIKELY(hk_tls.room[c] == 0))
         return false;
     hk_tls.room[c]--;
-    ((void **)p)[0] = hk_tls.head[c];
-    ((uintptr_t *)p)[1] = hk_tls_tag(p);
+    uintptr_t tag = hk_tls_tag(p); /* before the link store, which may alias the secret */
+    hk_link_set(p, hk_tls.head[c]);
+    ((uintptr_t *)p)[1] = tag;
     hk_tls.head[c] = p;
     return true;
 }

@@ -214,14 +214,33 @@ static unsigned set_cap(unsigned c)
 /* Detaches the first k blocks of class c's list. */
 static void *cut(unsigned c, unsigned k)
 {
-    void **last = hk_tls.head[c];
+    void *last = hk_tls.head[c];
     for (unsigned i = 1; i < k; i++)
-        last = *last;
+        last = hk_link_get(last);
     void *first = hk_tls.head[c];
-    hk_tls.head[c] = *last;
-    *last = NULL;
+    hk_tls.head[c] = hk_link_get(last);
+    hk_link_set(last, NULL);
     return first;
 }
+
+void hk_tls_corrupt(const void *p) { hk_fatal_op("corrupted", "free list", p); }
+
+#if HK_HARDENED
+/* The guard on refill: every block of a batch from Box 2 must be the start
+ * of a block of class c; the report names the block whose link is bad. */
+static void check_batch(unsigned c, void *b, unsigned n)
+{
+    void *prev = b;
+    for (unsigned i = 0; i < n; i++, prev = b, b = hk_link_get(b)) {
+        hk_chunk_t *ch = hk_chunk_of(b);
+        if (!ch || ((uintptr_t)b & 15) || hk_page_of(ch, b)->cls != c ||
+            !hk_slab_is_block_start(hk_page_of(ch, b), b))
+            hk_tls_corrupt(prev);
+    }
+}
+#else
+#define check_batch(c, b, n) ((void)0)
+#endif
 
 static void *alloc_uncached(unsigned c)
 {
@@ -271,6 +290,7 @@ void *hk_tls_refill(unsigned c)
     unsigned n = hk_refill_take(c, batch < cap ? batch : cap, &head);
     if (!n)
         return NULL;
+    check_batch(c, head, n);
     hk_tls.head[c] = head;
     if (n > cap) { /* a central batch larger than a budget-trimmed cap */
         void *keep = cut(c, cap);
