@@ -205,7 +205,7 @@ void hak_free(void *p)
         return;
     }
     hk_page_t *pg = hk_page_of(ch, p);
-    unsigned c = pg->cls;
+    size_t c = pg->cls;
     if (HK_UNLIKELY(c == 0)) {
         free_big(ch, p);
         return;

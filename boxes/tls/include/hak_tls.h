@@ -50,7 +50,7 @@ HK_INLINE void *hk_tls_pop(size_t c)
     return p;
 }
 
-HK_INLINE bool hk_tls_push(unsigned c, void *p)
+HK_INLINE bool hk_tls_push(size_t c, void *p)
 {
     if (HK_UNLIKELY(hk_tls.room[c] == 0))
         return false;
