@@ -40,7 +40,7 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # stays under 10 min. quick args None = skipped by --quick.
 # bench_loop: min max slots iterations
 # bench_threads: threads slots_per_thread iterations_per_thread (total ops kept constant)
-# bench_prodcons: items min max;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
+# bench_prodcons: items min max producers consumers;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
 # bench_frag: MiB_per_round rounds min_size passes;  bench_falseshare: writes_per_thread size objects
 # bench_phase: small_iters mid_iters idle_ms
 # A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
@@ -57,8 +57,12 @@ WORKLOADS = [
     ("threads_1",             "bench_threads",  [1, 1024, 6_000_000],             [1, 1024, 1_000_000]),
     ("threads_2",             "bench_threads",  [2, 1024, 3_000_000],             [2, 1024, 500_000]),
     ("threads_4",             "bench_threads",  [4, 1024, 1_500_000],             [4, 1024, 250_000]),
-    ("prodcons",              "bench_prodcons", [2_000_000, 8, 1024],             [500_000, 8, 1024]),
-    ("churn",                 "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
+    ("prodcons_1to1",         "bench_prodcons", [2_000_000, 8, 1024, 1, 1],       [500_000, 8, 1024, 1, 1]),
+    ("prodcons_1to3",         "bench_prodcons", [2_000_000, 8, 1024, 1, 3],       [500_000, 8, 1024, 1, 3]),
+    ("prodcons_3to1",         "bench_prodcons", [2_000_000, 8, 1024, 3, 1],       [500_000, 8, 1024, 3, 1]),
+    ("churn_1",               "bench_churn",    [2000, 1, 100],                   [500, 1, 100]),
+    ("churn_2",               "bench_churn",    [2000, 2, 100],                   [500, 2, 100]),
+    ("churn_4",               "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
     ("realloc",               "bench_realloc",  [4, 8 << 20, 2 << 20],            [1, 8 << 20, 2 << 20]),
     ("frag",                  "bench_frag",     [6, 10, 16, 1],                   [2, 10, 16, 1]),
     ("falseshare_16",         "bench_falseshare", [100_000_000, 16, 64],          [10_000_000, 16, 64]),
