@@ -18,6 +18,7 @@ typedef struct hk_class_state {
     uint64_t takes, gives;
     size_t slabs;
     int64_t out;
+    unsigned colour; /* slabs made, for the cache colour of the next */
 } hk_class_state_t;
 
 /* Shards split a class's lock and slabs between threads. With the default
@@ -57,15 +58,26 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     if (!pg)
         return NULL;
     uint32_t size = hk_class_size[c];
-    pg->capacity = (uint32_t)(((size_t)n << HK_PAGE_SHIFT) / size);
+    size_t bytes = (size_t)n << HK_PAGE_SHIFT;
+    /* Mid blocks are multiples of 1 KiB, so the first lines of a slab's
+     * blocks fall in 4 of L1's 64 sets; shifting each new slab by a colour
+     * of 64 bytes (0-15) spreads them over all 64. Power-of-two classes stay
+     * on their natural alignment (aligned allocations rely on it). */
+    size_t colour = 0;
+    if (size > 1024 && !hk_is_pow2(size)) {
+        colour = (size_t)((c * 5 + cs->colour++) & 15) * 64;
+        if (bytes % size < colour)
+            colour = 0; /* never at the cost of a block */
+    }
+    pg->capacity = (uint32_t)((bytes - colour) / size);
     pg->shard = (uint8_t)shard;
-    pg->bump = (char *)pg->start;
+    pg->bump = (char *)pg->start + colour;
     pg->end = pg->bump + (size_t)pg->capacity * size;
     uint64_t magic = UINT64_MAX / size + 1;
     hk_chunk_t *ch = hk_chunk_of_page(pg);
     for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
-        ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
+        ch->page[hk_page_index(pg) + i].smag = (uint64_t)(pg->start + colour) * magic;
     }
     hk_slab_list_add(&cs->partial, pg);
     cs->slabs++;
