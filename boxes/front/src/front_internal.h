@@ -21,6 +21,9 @@ void hk_large_counts(uint64_t *allocs, uint64_t *frees, uint64_t *maps, uint64_t
 void hk_large_lock(void);
 void hk_large_unlock(void);
 
+/* fork child: frees the statistics' locks. */
+void hk_stats_after_fork(void);
+
 /* Runs the process-wide setup once; cheap to call from every slow path. */
 void hk_init_slow(void);
 extern int hk_init_state;

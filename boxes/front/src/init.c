@@ -36,6 +36,7 @@ static void fork_child(void)
     hk_refill_reset_locks();
     hk_large_unlock();
     hk_tls_fork_child();
+    hk_stats_after_fork();
     hk_purge_after_fork();
 }
 

@@ -43,6 +43,15 @@ static void read_status(struct hak_stats *st)
     st->hugetlb = status_field(buf, "HugetlbPages:");
 }
 
+static hk_lock_t scratch_lock, print_lock;
+
+/* fork child: the locks may have been held by a thread that is gone. */
+void hk_stats_after_fork(void)
+{
+    scratch_lock.v = 0;
+    print_lock.v = 0;
+}
+
 static uint64_t sub0(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
 
 static struct hak_stats_class *row(struct hak_stats *st, int kind, const hk_refill_class_stats_t *rs)
@@ -69,8 +78,7 @@ int hak_stats_get(struct hak_stats *st)
     memset(&st->nclass, 0, sizeof *st - offsetof(struct hak_stats, nclass));
     hk_init();
     static uint64_t allocs[HK_NCLASS], cached[HK_NCLASS];
-    static hk_lock_t scratch_lock; /* the arrays are too big for a thread's stack budget */
-    hk_lock(&scratch_lock);
+    hk_lock(&scratch_lock); /* the arrays are too big for a thread's stack budget */
     st->threads = hk_tls_stats(allocs, cached);
     /* Small classes: Box 1 counts allocations; Box 2 knows the blocks out of
      * its hands, which are live or cached, so frees need no counting. */
@@ -121,7 +129,6 @@ static double mib(uint64_t b) { return (double)b / (1 << 20); }
 void hak_stats_print(FILE *out)
 {
     static struct hak_stats st; /* 12 KB: kept off the caller's stack */
-    static hk_lock_t print_lock;
     hk_lock(&print_lock);
     st.version = HAK_STATS_VERSION;
     hak_stats_get(&st);
