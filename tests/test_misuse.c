@@ -133,84 +133,28 @@ Test(misuse, free_stack_address)
     expect_report(&r, "hakmem: invalid free(0x", buf + 16);
 }
 
-Test(misuse, free_interior_pointer)
+/* A child frees block p + offset (twice when `twice`): the report must
+ * start with `prefix` and name exactly that pointer. */
+static void expect_bad_free(size_t n, size_t offset, int twice, const char *prefix)
 {
-    char *p = hak_malloc(100);
+    char *p = hak_malloc(n);
     cr_assert(p);
-    g_target = p + 16;
+    g_target = p + offset;
     struct child_result r;
-    run_child(do_hak_free, NULL, &r);
-    expect_report(&r, "hakmem: invalid free(0x", p + 16);
+    run_child(twice ? do_hak_double_free : do_hak_free, NULL, &r);
+    expect_report(&r, prefix, p + offset);
     hak_free(p);
 }
 
-Test(misuse, free_interior_pointer_large)
-{
-    char *p = hak_malloc(3 << 20);
-    cr_assert(p);
-    g_target = p + 4096;
-    struct child_result r;
-    run_child(do_hak_free, NULL, &r);
-    expect_report(&r, "hakmem: invalid free(0x", p + 4096);
-    hak_free(p);
-}
-
-Test(misuse, double_free_small)
-{
-    void *p = hak_malloc(32);
-    cr_assert(p);
-    g_target = p;
-    struct child_result r;
-    run_child(do_hak_double_free, NULL, &r);
-    expect_report(&r, "hakmem: double free(0x", p);
-    hak_free(p);
-}
-
-Test(misuse, double_free_100k)
-{
-    void *p = hak_malloc(100 * 1024);
-    cr_assert(p);
-    g_target = p;
-    struct child_result r;
-    run_child(do_hak_double_free, NULL, &r);
-    expect_report(&r, "hakmem: double free(0x", p);
-    hak_free(p);
-}
-
-/* One double free and one interior free per size range: 16 KiB (mid),
- * 100 KiB + 4 KiB into a medium block, 4 MiB (large). */
-Test(misuse, double_free_mid)
-{
-    void *p = hak_malloc(16 * 1024);
-    cr_assert(p);
-    g_target = p;
-    struct child_result r;
-    run_child(do_hak_double_free, NULL, &r);
-    expect_report(&r, "hakmem: double free(0x", p);
-    hak_free(p);
-}
-
-Test(misuse, double_free_large)
-{
-    void *p = hak_malloc(4 << 20);
-    cr_assert(p);
-    g_target = p;
-    struct child_result r;
-    run_child(do_hak_double_free, NULL, &r);
-    expect_report(&r, "hakmem: double free(0x", p);
-    hak_free(p);
-}
-
-Test(misuse, free_interior_pointer_medium)
-{
-    char *p = hak_malloc(100 * 1024);
-    cr_assert(p);
-    g_target = p + 4096;
-    struct child_result r;
-    run_child(do_hak_free, NULL, &r);
-    expect_report(&r, "hakmem: invalid free(0x", p + 4096);
-    hak_free(p);
-}
+/* Interior pointers and double frees in every size range: small, mid
+ * (16 KiB), medium (100 KiB) and large (3-4 MiB). */
+Test(misuse, free_interior_pointer) { expect_bad_free(100, 16, 0, "hakmem: invalid free(0x"); }
+Test(misuse, free_interior_pointer_medium) { expect_bad_free(100 * 1024, 4096, 0, "hakmem: invalid free(0x"); }
+Test(misuse, free_interior_pointer_large) { expect_bad_free(3 << 20, 4096, 0, "hakmem: invalid free(0x"); }
+Test(misuse, double_free_small) { expect_bad_free(32, 0, 1, "hakmem: double free(0x"); }
+Test(misuse, double_free_mid) { expect_bad_free(16 * 1024, 0, 1, "hakmem: double free(0x"); }
+Test(misuse, double_free_100k) { expect_bad_free(100 * 1024, 0, 1, "hakmem: double free(0x"); }
+Test(misuse, double_free_large) { expect_bad_free(4 << 20, 0, 1, "hakmem: double free(0x"); }
 
 #if HAKMEM_TEST_HARDENED
 /* A write into a freed block (a use after free storing a pointer) lands on
