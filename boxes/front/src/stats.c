@@ -91,8 +91,10 @@ int hak_stats_get(struct hak_stats *st)
         r->live_blocks = out - r->cached_blocks;
         r->allocs = allocs[c] > r->live_blocks ? allocs[c] : r->live_blocks;
         r->frees = r->allocs - r->live_blocks;
-        r->cap = hk_policy_cap(c);
-        r->batch = hk_policy_batch(c);
+        if (HK_POOL_TLS || c <= HK_TINY_LAST) { /* else the shared pool: no cache */
+            r->cap = hk_policy_cap(c);
+            r->batch = hk_policy_batch(c);
+        }
         st->thread_cached += r->cached_blocks * rs.size;
         st->live += r->live_blocks * rs.size;
     }
