@@ -344,7 +344,7 @@ int main(int argc, char **argv)
         (write_file(THP_PATH, "madvise") || !strcmp(saved_thp, "madvise"))) {
         thp_now(cur, sizeof cur);
         if (!strcmp(cur, "madvise"))
-            test_mode(self, argv[1], argv[2], "thp", "transparent huge pages (madvise): no MAP_HUGETLB", "thp");
+            test_mode(self, argv[1], argv[2], "thp", "transparent huge pages (madvise) for dense regions: no MAP_HUGETLB", "thp");
     } else {
         printf("--- mode thp: cannot set THP to madvise and nr_hugepages to 0 here; skipped\n");
     }
