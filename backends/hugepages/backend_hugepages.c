@@ -72,6 +72,17 @@ static bool set_kind(uintptr_t a, size_t size, unsigned kind)
     return true;
 }
 
+/* THP -> 4 KiB for one region; true for the one caller that made the change
+ * (small and medium purges may decommit parts of a region at the same time). */
+static bool demote(uintptr_t chunk)
+{
+    uintptr_t c = chunk >> HK_CHUNK_SHIFT;
+    uint8_t *leaf = __atomic_load_n(&kinds[c >> LEAF_BITS], __ATOMIC_ACQUIRE);
+    uint8_t expect = KIND_THP;
+    return leaf && __atomic_compare_exchange_n(&leaf[c & ((1u << LEAF_BITS) - 1)], &expect, (uint8_t)KIND_4K,
+                                               false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 /* ---- what the system offers ------------------------------------------------ */
 /* The THP setting ("always", "madvise" or "never"), read once: a region's
  * pages are chosen when it is mapped, and the line hk_os_mode prints must
@@ -283,13 +294,13 @@ void hk_os_decommit(void *p, size_t size)
             /* MADV_DONTNEED, not MADV_FREE: RSS must drop now. A whole huge
              * page goes back to the pool (still reserved for this mapping). */
             madvise((void *)a, stop - a, MADV_DONTNEED);
-            if (kind == KIND_THP && !(a == chunk && stop == chunk + HK_CHUNK_SIZE)) {
+            if (kind == KIND_THP && !(a == chunk && stop == chunk + HK_CHUNK_SIZE) &&
+                demote(chunk)) {
                 /* The huge page was split to free part of it. Left opted in,
                  * khugepaged (max_ptes_none 511 by default) would collapse
                  * the region again and fault the freed part back in: the
                  * region stays on 4 KiB pages until it is released. */
                 madvise((void *)chunk, HK_CHUNK_SIZE, MADV_NOHUGEPAGE);
-                set_kind(chunk, HK_CHUNK_SIZE, KIND_4K);
                 __atomic_sub_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
                 __atomic_add_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
             }
