@@ -190,11 +190,14 @@ static void *reserve_hugetlb(size_t size)
  * checked with mincore: one with at least 7/8 of its pages resident is
  * collapsed into a transparent huge page in place (MADV_COLLAPSE; at most
  * 256 KiB more resident), and while the latest region checked was that dense
- * new regions are MAP_HUGETLB pages (whose use cannot be measured, so every
- * PROBE_EVERY-th region stays on 4 KiB pages to check again). */
+ * new regions get huge pages from the start: MAP_HUGETLB, else THP opted in
+ * before the first touch. How much of those is used cannot be measured (a
+ * huge page is resident as a whole), so every PROBE_EVERY-th region stays on
+ * 4 KiB pages to check again: a heap that turns sparse overpays for at most
+ * PROBE_EVERY - 1 regions. */
 #define CANDIDATES 16
 #define DENSE_PAGES (HK_CHUNK_SIZE / HK_OS_PAGE * 7 / 8)
-#define PROBE_EVERY 8
+#define PROBE_EVERY 4
 #ifndef MADV_COLLAPSE
 #define MADV_COLLAPSE 25
 #endif
@@ -261,9 +264,15 @@ void *hk_os_reserve_slabs(size_t size)
     if (grown)
         promote_dense();
     bool probe = ++reserved_n % PROBE_EVERY == 0;
-    void *p = grown && heap_dense && !probe ? reserve_hugetlb(size) : NULL;
+    bool huge = grown && heap_dense && !probe;
+    void *p = huge ? reserve_hugetlb(size) : NULL;
     if (!p && (p = hk_os_reserve(size, HK_CHUNK_SIZE, true))) {
-        if (set_kind((uintptr_t)p, size, KIND_4K)) {
+        /* A dense heap's next region opts into THP before its first touch:
+         * one fault takes the huge page (no 512 small faults and a collapse). */
+        if (huge && thp() == THP_MADVISE && madvise(p, size, MADV_HUGEPAGE) == 0 &&
+            set_kind((uintptr_t)p, size, KIND_THP)) {
+            __atomic_add_fetch(&thp_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
+        } else if (set_kind((uintptr_t)p, size, KIND_4K)) {
             __atomic_add_fetch(&plain_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
             if (size == HK_CHUNK_SIZE) {
                 if (cand_n == CANDIDATES)
