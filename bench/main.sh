@@ -20,8 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The default build, and the shared-pool build for comparison (-Dpool_tls=false).
-for cfg in "bench|" "bench-pool|-Dpool_tls=false"; do
+# The default build, the shared-pool build (-Dpool_tls=false) and the hugepages
+# backend (-Dmem_backend=hugepages: MAP_HUGETLB if vm.nr_hugepages is set, else THP)
+# for comparison.
+for cfg in "bench|" "bench-pool|-Dpool_tls=false" "bench-huge|-Dmem_backend=hugepages"; do
     IFS='|' read -r dir opts <<<"$cfg"
     # shellcheck disable=SC2086
     if [ -d "build/$dir" ]; then
@@ -32,4 +34,5 @@ for cfg in "bench|" "bench-pool|-Dpool_tls=false"; do
     ninja -C "build/$dir" >/dev/null
 done
 exec python3 bench/run.py --hakmem hakmem=build/bench/libhakmem.so \
-    --hakmem hakmem-pool=build/bench-pool/libhakmem.so --build-dir build/bench-programs "$@"
+    --hakmem hakmem-pool=build/bench-pool/libhakmem.so --hakmem hakmem-huge=build/bench-huge/libhakmem.so \
+    --build-dir build/bench-programs "$@"

@@ -23,7 +23,7 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
           "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
 PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
-            "bench_falseshare", "bench_phase"]
+            "bench_falseshare", "bench_phase", "bench_randaccess"]
 
 # Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs,
 # then a source build made by `meson setup -Dbench_peers=enabled` through subprojects/*.wrap).
@@ -42,10 +42,10 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # bench_threads: threads slots_per_thread iterations_per_thread (total ops kept constant)
 # bench_prodcons: items min max producers consumers;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
 # bench_frag: MiB_per_round rounds min_size passes;  bench_falseshare: writes_per_thread size objects
-# bench_phase: small_iters mid_iters idle_ms
+# bench_phase: small_iters mid_iters idle_ms;  bench_randaccess: live_MiB object_size accesses
 # A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
 # (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
-# (a value None removes the variable).
+# (a value None removes the variable); options["explicit"] runs it only when --only names it.
 WORKLOADS = [
     ("loop_8_64",             "bench_loop",     [8, 64, 64, 30_000_000],          [8, 64, 64, 10_000_000]),
     ("loop_8_1024",           "bench_loop",     [8, 1024, 64, 30_000_000],        [8, 1024, 64, 10_000_000]),
@@ -68,6 +68,11 @@ WORKLOADS = [
     ("falseshare_16",         "bench_falseshare", [100_000_000, 16, 64],          [10_000_000, 16, 64]),
     ("falseshare_48",         "bench_falseshare", [100_000_000, 48, 64],          [10_000_000, 48, 64]),
     ("phase",                 "bench_phase",    [1_500_000, 40_000, 1000],        [500_000, 20_000, 200]),
+    # A pointer chase through a live set far beyond the TLB's reach with 4 KiB pages (the case 2 MiB
+    # pages are for). 256 MiB keeps a run near 3 s; the 1 GiB one (~12 s a run) runs when --only names it.
+    ("randaccess_256m",       "bench_randaccess", [256, 64, 3_000_000],           [32, 64, 300_000]),
+    ("randaccess_1g",         "bench_randaccess", [1024, 64, 3_000_000],          [64, 64, 300_000],
+                                                {"explicit": True}),
     # PYTHONHASHSEED fixed: string hashes (hence dict/set layouts and their allocations) repeat.
     ("python3",               "@python3",       ["{bench}/prog_objects.py", 3, 10000],
                                                 ["{bench}/prog_objects.py", 1, 5000],
@@ -610,6 +615,8 @@ def main():
         if args.quick and quick is None:
             continue
         if args.only and not re.search(args.only, name):
+            continue
+        if opt and opt[0].get("explicit") and not args.only:
             continue
         a = [str(x).replace("{bench}", BENCH_DIR) for x in (quick if args.quick else dflt)]
         wl.append((name, prog, a, opt[0] if opt else {}))

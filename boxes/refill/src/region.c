@@ -52,7 +52,7 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch)
 
 static hk_chunk_t *region_new(void)
 {
-    hk_chunk_t *ch = hk_os_reserve(HK_CHUNK_SIZE, HK_CHUNK_SIZE, true);
+    hk_chunk_t *ch = hk_os_reserve_slabs(HK_CHUNK_SIZE);
     if (!ch)
         return NULL;
     ch->magic = HK_CHUNK_MAGIC;

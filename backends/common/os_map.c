@@ -1,0 +1,60 @@
+/* os_map.c — the address-space primitives every backend shares: aligned reserve, commit, resize and move of plain mappings. */
+#include "hak_backend.h"
+#include "hak_base.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <sys/mman.h>
+
+void *hk_os_reserve(size_t size, size_t align, bool commit)
+{
+    int prot = commit ? PROT_READ | PROT_WRITE : PROT_NONE;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | (commit ? 0 : MAP_NORESERVE);
+    if (size == 0 || size > PTRDIFF_MAX - align) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    /* Optimistic: the kernel often returns an aligned address already. */
+    void *p = mmap(NULL, size, prot, flags, -1, 0);
+    if (p == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (((uintptr_t)p & (align - 1)) == 0)
+        return p;
+    munmap(p, size);
+    size_t span = size + align - HK_OS_PAGE;
+    char *raw = mmap(NULL, span, prot, flags, -1, 0);
+    if (raw == MAP_FAILED) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    char *aligned = (char *)hk_align_up((uintptr_t)raw, align);
+    size_t head = (size_t)(aligned - raw), tail = span - head - size;
+    if (head)
+        munmap(raw, head);
+    if (tail)
+        munmap(aligned + size, tail);
+    return aligned;
+}
+
+bool hk_os_commit(void *p, size_t size)
+{
+    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
+        errno = ENOMEM;
+        return false;
+    }
+    return true;
+}
+
+bool hk_os_resize(void *p, size_t old_size, size_t new_size)
+{
+    if (new_size < old_size)
+        return munmap((char *)p + new_size, old_size - new_size) == 0;
+    return mremap(p, old_size, new_size, 0) != MAP_FAILED;
+}
+
+bool hk_os_move(void *p, size_t old_size, void *dst, size_t new_size)
+{
+    return mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED;
+}

@@ -1,0 +1,435 @@
+/* backend_hugepages.c — the hugepages backend: slab regions on 2 MiB pages (MAP_HUGETLB, else transparent huge pages, else 4 KiB pages), everything else as the mmap backend. */
+#include "hak_backend.h"
+#include "hak_base.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+/* Ask for 2 MiB pages by size: where the default huge page is 1 GiB, a bare
+ * MAP_HUGETLB would round a 2 MiB region up to a whole gigabyte. */
+#define MAP_HUGE_2MB_FLAG (21 << MAP_HUGE_SHIFT)
+#define HUGETLB_SYSFS "/sys/kernel/mm/hugepages/hugepages-2048kB/"
+#define THP_SYSFS "/sys/kernel/mm/transparent_hugepage/enabled"
+/* After a MAP_HUGETLB mmap failed (pool empty), try again only this much
+ * later or once one of ours went back to the pool: a failed mmap is a
+ * wasted syscall on every region otherwise. */
+#define HUGETLB_RETRY_MS 1000
+/* Slab regions (2 MiB each) a process holds before any gets a huge page:
+ * 4 MiB, most of a small program's heap (see hk_os_reserve_slabs). */
+#define SMALL_REGIONS 2
+
+_Static_assert(HK_CHUNK_SIZE == (size_t)2 << 20, "a region is one 2 MiB huge page");
+
+/* ---- what backs each 2 MiB chunk -------------------------------------------
+ * hk_os_decommit must know whether a range lies in a MAP_HUGETLB region
+ * (only whole huge pages can be dropped there) or a THP one; madvise cannot
+ * tell reliably (on hugetlb a range starting on the page boundary but shorter
+ * than the page "succeeds" and frees nothing). One byte per 2 MiB chunk, in
+ * 64 KiB leaves (128 GiB of address space each) mapped on first use. */
+enum { KIND_PLAIN = 0, KIND_HUGETLB = 1, KIND_THP = 2, KIND_4K = 3 /* a slab region on 4 KiB pages */ };
+#define LEAF_BITS 16
+#define TOP_BITS (47 - HK_CHUNK_SHIFT - LEAF_BITS)
+static uint8_t *kinds[1u << TOP_BITS];
+
+static unsigned kind_of(uintptr_t a)
+{
+    uintptr_t c = a >> HK_CHUNK_SHIFT;
+    if ((c >> LEAF_BITS) >= (1u << TOP_BITS))
+        return KIND_PLAIN;
+    uint8_t *leaf = __atomic_load_n(&kinds[c >> LEAF_BITS], __ATOMIC_ACQUIRE);
+    return leaf ? __atomic_load_n(&leaf[c & ((1u << LEAF_BITS) - 1)], __ATOMIC_RELAXED) : KIND_PLAIN;
+}
+
+/* False when the leaf cannot be mapped (the caller then treats the region
+ * as plain memory: hugetlb regions are given up, THP ones stay correct). */
+static bool set_kind(uintptr_t a, size_t size, unsigned kind)
+{
+    for (uintptr_t c = a >> HK_CHUNK_SHIFT; c < (a + size) >> HK_CHUNK_SHIFT; c++) {
+        if ((c >> LEAF_BITS) >= (1u << TOP_BITS))
+            return false;
+        uint8_t **slot = &kinds[c >> LEAF_BITS];
+        uint8_t *leaf = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+        if (!leaf) {
+            if (kind == KIND_PLAIN)
+                continue;
+            uint8_t *fresh = hk_os_reserve((size_t)1 << LEAF_BITS, HK_OS_PAGE, true);
+            if (!fresh)
+                return false;
+            if (__atomic_compare_exchange_n(slot, &leaf, fresh, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+                leaf = fresh;
+            else
+                munmap(fresh, (size_t)1 << LEAF_BITS); /* another thread's leaf won */
+        }
+        __atomic_store_n(&leaf[c & ((1u << LEAF_BITS) - 1)], (uint8_t)kind, __ATOMIC_RELAXED);
+    }
+    return true;
+}
+
+/* THP -> 4 KiB for one region; true for the one caller that made the change
+ * (small and medium purges may decommit parts of a region at the same time). */
+static bool demote(uintptr_t chunk)
+{
+    uintptr_t c = chunk >> HK_CHUNK_SHIFT;
+    uint8_t *leaf = __atomic_load_n(&kinds[c >> LEAF_BITS], __ATOMIC_ACQUIRE);
+    uint8_t expect = KIND_THP;
+    return leaf && __atomic_compare_exchange_n(&leaf[c & ((1u << LEAF_BITS) - 1)], &expect, (uint8_t)KIND_4K,
+                                               false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+/* ---- what the system offers ------------------------------------------------ */
+/* The THP setting ("always", "madvise" or "never"), read once: a region's
+ * pages are chosen when it is mapped, and the line hk_os_mode prints must
+ * agree with what was done. */
+enum { THP_UNKNOWN = 0, THP_ALWAYS, THP_MADVISE, THP_NEVER };
+static int thp_mode;
+
+/* Reads a small sysfs/procfs file into buf (NUL-terminated); no malloc. */
+static bool read_small(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, cap - 1);
+    close(fd);
+    if (n < 0)
+        return false;
+    buf[n] = 0;
+    return true;
+}
+
+static long read_long(const char *path)
+{
+    char buf[32];
+    if (!read_small(path, buf, sizeof buf) || buf[0] < '0' || buf[0] > '9')
+        return -1;
+    long v = 0;
+    for (const char *s = buf; *s >= '0' && *s <= '9'; s++)
+        v = v * 10 + (*s - '0');
+    return v;
+}
+
+static int thp(void)
+{
+    int m = __atomic_load_n(&thp_mode, __ATOMIC_RELAXED);
+    if (m != THP_UNKNOWN)
+        return m;
+    char buf[64];
+    m = THP_NEVER; /* no THP support compiled into the kernel: no such file */
+    if (read_small(THP_SYSFS, buf, sizeof buf)) {
+        if (strstr(buf, "[always]"))
+            m = THP_ALWAYS;
+        else if (strstr(buf, "[madvise]"))
+            m = THP_MADVISE;
+    }
+    __atomic_store_n(&thp_mode, m, __ATOMIC_RELAXED);
+    return m;
+}
+
+/* ---- slab regions ------------------------------------------------------------ */
+static size_t hugetlb_regions, thp_regions, plain_regions; /* slab regions mapped now */
+static size_t hugetlb_failures;                            /* MAP_HUGETLB refused */
+static uint32_t hugetlb_failed_ms;
+static int hugetlb_blocked; /* a recent MAP_HUGETLB failed: wait before retrying */
+
+static void hugetlb_refused(void)
+{
+    __atomic_add_fetch(&hugetlb_failures, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&hugetlb_failed_ms, hk_now_ms(), __ATOMIC_RELAXED);
+    __atomic_store_n(&hugetlb_blocked, 1, __ATOMIC_RELAXED);
+}
+
+static void *reserve_hugetlb(size_t size)
+{
+    if (__atomic_load_n(&hugetlb_blocked, __ATOMIC_RELAXED)) {
+        if (hk_now_ms() - __atomic_load_n(&hugetlb_failed_ms, __ATOMIC_RELAXED) < HUGETLB_RETRY_MS)
+            return NULL;
+        __atomic_store_n(&hugetlb_blocked, 0, __ATOMIC_RELAXED);
+    }
+    /* A MAP_PRIVATE hugetlb page written after fork() is copied from the
+     * pool's unreserved pages; with none left the writer gets SIGBUS (a
+     * shell's subshell, say). So the pool's last eighth stays free for
+     * those copies: hugetlb only while more than that is unreserved. */
+    long nr = read_long(HUGETLB_SYSFS "nr_hugepages");
+    long nfree = read_long(HUGETLB_SYSFS "free_hugepages");
+    long resv = read_long(HUGETLB_SYSFS "resv_hugepages");
+    long spare = nr / 8 > 1 ? nr / 8 : 1;
+    if (nr <= 0 || nfree < 0 || resv < 0 || nfree - resv - (long)(size >> HK_CHUNK_SHIFT) < spare) {
+        hugetlb_refused();
+        return NULL;
+    }
+    /* No MAP_NORESERVE: the kernel reserves the pages now, so an empty pool
+     * fails this mmap instead of raising SIGBUS at the first touch. */
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_HUGE_2MB_FLAG, -1, 0);
+    if (p == MAP_FAILED) {
+        hugetlb_refused();
+        return NULL;
+    }
+    if (((uintptr_t)p & (HK_CHUNK_SIZE - 1)) || !set_kind((uintptr_t)p, size, KIND_HUGETLB)) {
+        munmap(p, size); /* cannot happen for a 2 MiB hugetlb mapping, but be exact */
+        return NULL;
+    }
+    __atomic_add_fetch(&hugetlb_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
+    return p;
+}
+
+/* ---- huge pages only where the heap is dense ---------------------------------
+ * A region's 2 MiB page is resident as a whole, while on 4 KiB pages only what
+ * was touched is: hakmem leaves much of its address space untouched (uncarved
+ * slab tails, medium blocks written only at the front, the header page), and a
+ * program of 64 medium blocks measured 23 times the mmap backend's peak RSS
+ * with every region on a huge page. So a region starts on 4 KiB pages, and
+ * when the heap grows (a new region is needed) the most recent regions are
+ * checked with mincore: one with at least 7/8 of its pages resident is
+ * collapsed into a transparent huge page in place (MADV_COLLAPSE; at most
+ * 256 KiB more resident), and while the latest region checked was that dense
+ * new regions get huge pages from the start: MAP_HUGETLB, else THP opted in
+ * before the first touch. How much of those is used cannot be measured (a
+ * huge page is resident as a whole), so every PROBE_EVERY-th region stays on
+ * 4 KiB pages to check again: a heap that turns sparse overpays for at most
+ * PROBE_EVERY - 1 regions. */
+#define CANDIDATES 16
+#define DENSE_PAGES (HK_CHUNK_SIZE / HK_OS_PAGE * 7 / 8)
+#define PROBE_EVERY 4
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+
+static hk_lock_t cand_lock = HK_LOCK_INIT; /* the candidates and the density state */
+static uintptr_t cand[CANDIDATES];          /* 4 KiB-paged regions, oldest first */
+static unsigned cand_n, reserved_n;
+static bool heap_dense;
+
+static unsigned resident_pages(uintptr_t a)
+{
+    unsigned char v[HK_CHUNK_SIZE / HK_OS_PAGE];
+    unsigned n = 0;
+    if (mincore((void *)a, HK_CHUNK_SIZE, v) != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof v; i++)
+        n += v[i] & 1;
+    return n;
+}
+
+static void cand_drop(unsigned i)
+{
+    memmove(&cand[i], &cand[i + 1], (cand_n - i - 1) * sizeof cand[0]);
+    cand_n--;
+}
+
+/* Caller holds cand_lock: collapses the dense candidates (when THP may be
+ * used) and notes whether the newest one was dense. */
+static void promote_dense(void)
+{
+    int m = thp();
+    for (unsigned i = 0; i < cand_n;) {
+        uintptr_t a = cand[i];
+        bool dense = resident_pages(a) >= DENSE_PAGES;
+        if (i == cand_n - 1)
+            heap_dense = dense;
+        if (!dense) {
+            i++;
+            continue;
+        }
+        /* "always": the kernel backed it with a huge page already if it
+         * could; "never" is the administrator's word. Else collapse now, or
+         * (kernels before 6.1) opt it in and let khugepaged do it later. */
+        if (m == THP_MADVISE && (madvise((void *)a, HK_CHUNK_SIZE, MADV_COLLAPSE) == 0 ||
+                                 madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0)) {
+            set_kind(a, HK_CHUNK_SIZE, KIND_THP);
+            __atomic_sub_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
+        }
+        cand_drop(i);
+    }
+}
+
+void *hk_os_reserve_slabs(size_t size)
+{
+    hk_lock(&cand_lock);
+    /* Small programs do not pay: while a process holds fewer than
+     * SMALL_REGIONS regions nothing is promoted, so a program that fits in
+     * them uses exactly what it would with the mmap backend. */
+    size_t held = __atomic_load_n(&hugetlb_regions, __ATOMIC_RELAXED) +
+                  __atomic_load_n(&thp_regions, __ATOMIC_RELAXED) +
+                  __atomic_load_n(&plain_regions, __ATOMIC_RELAXED);
+    bool grown = held >= SMALL_REGIONS && size == HK_CHUNK_SIZE;
+    if (grown)
+        promote_dense();
+    bool probe = ++reserved_n % PROBE_EVERY == 0;
+    bool huge = grown && heap_dense && !probe;
+    void *p = huge ? reserve_hugetlb(size) : NULL;
+    if (!p && (p = hk_os_reserve(size, HK_CHUNK_SIZE, true))) {
+        /* A dense heap's next region opts into THP before its first touch:
+         * one fault takes the huge page (no 512 small faults and a collapse). */
+        if (huge && thp() == THP_MADVISE && madvise(p, size, MADV_HUGEPAGE) == 0 &&
+            set_kind((uintptr_t)p, size, KIND_THP)) {
+            __atomic_add_fetch(&thp_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
+        } else if (set_kind((uintptr_t)p, size, KIND_4K)) {
+            __atomic_add_fetch(&plain_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
+            if (size == HK_CHUNK_SIZE) {
+                if (cand_n == CANDIDATES)
+                    cand_drop(0); /* the oldest stays on 4 KiB pages */
+                cand[cand_n++] = (uintptr_t)p;
+            }
+        }
+    }
+    hk_unlock(&cand_lock);
+    return p;
+}
+
+void hk_os_decommit(void *p, size_t size)
+{
+    uintptr_t a = (uintptr_t)p, end = a + size;
+    while (a < end) {
+        uintptr_t chunk = a & ~(uintptr_t)(HK_CHUNK_SIZE - 1);
+        uintptr_t stop = chunk + HK_CHUNK_SIZE < end ? chunk + HK_CHUNK_SIZE : end;
+        unsigned kind = kind_of(chunk);
+        if (kind == KIND_HUGETLB && !(a == chunk && stop == chunk + HK_CHUNK_SIZE)) {
+            /* Part of a huge page cannot go back (the kernel refuses a
+             * MADV_DONTNEED that does not cover the whole page). Zero it, so
+             * it reads as zero like decommitted memory: the layer above then
+             * skips zeroing it again, and the kernel would have spent the
+             * same memset at the next fault anyway. */
+            memset((void *)a, 0, stop - a);
+        } else {
+            /* MADV_DONTNEED, not MADV_FREE: RSS must drop now. A whole huge
+             * page goes back to the pool (still reserved for this mapping). */
+            madvise((void *)a, stop - a, MADV_DONTNEED);
+            if (kind == KIND_THP && !(a == chunk && stop == chunk + HK_CHUNK_SIZE) &&
+                demote(chunk)) {
+                /* The huge page was split to free part of it. Left opted in,
+                 * khugepaged (max_ptes_none 511 by default) would collapse
+                 * the region again and fault the freed part back in: the
+                 * region stays on 4 KiB pages until it is released. */
+                madvise((void *)chunk, HK_CHUNK_SIZE, MADV_NOHUGEPAGE);
+                __atomic_sub_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
+                __atomic_add_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
+            }
+        }
+        a = stop;
+    }
+}
+
+void hk_os_release(void *p, size_t size)
+{
+    /* Slab regions are released whole and one at a time; large mappings and
+     * the page map (plain) pass through. The kind is cleared before the
+     * munmap: afterwards another thread may map the same address. */
+    if (size == HK_CHUNK_SIZE && !((uintptr_t)p & (HK_CHUNK_SIZE - 1))) {
+        unsigned kind = kind_of((uintptr_t)p);
+        if (kind == KIND_4K) { /* no collapse of what may be a large block soon */
+            hk_lock(&cand_lock);
+            for (unsigned i = 0; i < cand_n; i++)
+                if (cand[i] == (uintptr_t)p) {
+                    cand_drop(i);
+                    break;
+                }
+            hk_unlock(&cand_lock);
+        }
+        if (kind == KIND_HUGETLB) {
+            set_kind((uintptr_t)p, size, KIND_PLAIN);
+            __atomic_sub_fetch(&hugetlb_regions, 1, __ATOMIC_RELAXED);
+            /* Our page goes back to the pool: the next region may use it. */
+            __atomic_store_n(&hugetlb_blocked, 0, __ATOMIC_RELAXED);
+        } else if (kind != KIND_PLAIN) {
+            set_kind((uintptr_t)p, size, KIND_PLAIN);
+            __atomic_sub_fetch(kind == KIND_THP ? &thp_regions : &plain_regions, 1, __ATOMIC_RELAXED);
+        }
+    }
+    munmap(p, size);
+}
+
+/* ---- the mode line --------------------------------------------------------- */
+static hk_lock_t mode_lock = HK_LOCK_INIT;
+static char mode_line[256];
+
+static char *put(char *at, const char *s)
+{
+    while (*s && at < mode_line + sizeof mode_line - 1)
+        *at++ = *s++;
+    *at = 0;
+    return at;
+}
+
+static char *put_num(char *at, size_t v)
+{
+    char digits[24];
+    int n = 0;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) && n < (int)sizeof digits);
+    char s[24];
+    for (int i = 0; i < n; i++)
+        s[i] = digits[n - 1 - i];
+    s[n] = 0;
+    return put(at, s);
+}
+
+/* What a region gets when MAP_HUGETLB is not used. */
+static char *put_fallback(char *at)
+{
+    switch (thp()) {
+    case THP_ALWAYS:
+        return put(at, "transparent huge pages (always)");
+    case THP_MADVISE:
+        return put(at, "transparent huge pages (madvise) for dense regions");
+    default:
+        return put(at, "4 KiB pages: THP is 'never'");
+    }
+}
+
+/* Rebuilt at each call from the sysfs counts and what this process mapped:
+ * which pages the slab regions get, and why. */
+const char *hk_os_mode(void)
+{
+    long nr = read_long(HUGETLB_SYSFS "nr_hugepages");
+    long nfree = read_long(HUGETLB_SYSFS "free_hugepages");
+    size_t huge = __atomic_load_n(&hugetlb_regions, __ATOMIC_RELAXED);
+    size_t fails = __atomic_load_n(&hugetlb_failures, __ATOMIC_RELAXED);
+    size_t transp = __atomic_load_n(&thp_regions, __ATOMIC_RELAXED);
+    size_t plain = __atomic_load_n(&plain_regions, __ATOMIC_RELAXED);
+    hk_lock(&mode_lock);
+    char *at = mode_line;
+    if (huge || (nr > 0 && !fails)) {
+        at = put(at, "2 MiB MAP_HUGETLB pages (vm.nr_hugepages=");
+        at = put_num(at, nr > 0 ? (size_t)nr : 0);
+        at = put(at, ") while the heap is dense");
+        if (fails) {
+            at = put(at, "; ");
+            at = put_fallback(at);
+            at = put(at, " when they ran out");
+        }
+    } else {
+        at = put_fallback(at);
+        if (nr < 0)
+            at = put(at, ": this kernel has no 2 MiB hugetlb pages");
+        else if (nr == 0)
+            at = put(at, ": no MAP_HUGETLB pages reserved (vm.nr_hugepages=0)");
+        else {
+            at = put(at, ": MAP_HUGETLB refused (vm.nr_hugepages=");
+            at = put_num(at, (size_t)nr);
+            at = put(at, ", free ");
+            at = put_num(at, nfree > 0 ? (size_t)nfree : 0);
+            at = put(at, ")");
+        }
+    }
+    if (huge + transp + plain) {
+        at = put(at, "; regions now: ");
+        at = put_num(at, huge);
+        at = put(at, " hugetlb, ");
+        at = put_num(at, transp);
+        at = put(at, " opted into THP, ");
+        at = put_num(at, plain);
+        at = put(at, " 4 KiB");
+    }
+    hk_unlock(&mode_lock);
+    return mode_line;
+}
