@@ -20,8 +20,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The default build, and the shared-pool build for comparison (-Dpool_tls=false).
-for cfg in "bench|" "bench-pool|-Dpool_tls=false"; do
+# The default build, the shared-pool build (-Dpool_tls=false) and the
+# learning build (-Dlearning=true, Box 3 ACE) for comparison.
+for cfg in "bench|" "bench-pool|-Dpool_tls=false" "bench-learning|-Dlearning=true"; do
     IFS='|' read -r dir opts <<<"$cfg"
     # shellcheck disable=SC2086
     if [ -d "build/$dir" ]; then
@@ -32,4 +33,5 @@ for cfg in "bench|" "bench-pool|-Dpool_tls=false"; do
     ninja -C "build/$dir" >/dev/null
 done
 exec python3 bench/run.py --hakmem hakmem=build/bench/libhakmem.so \
-    --hakmem hakmem-pool=build/bench-pool/libhakmem.so --build-dir build/bench-programs "$@"
+    --hakmem hakmem-pool=build/bench-pool/libhakmem.so --hakmem hakmem-ace=build/bench-learning/libhakmem.so \
+    --build-dir build/bench-programs "$@"

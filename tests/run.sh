@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
 #   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some parts (names below: default, shared-pool,
-#                                                   # no-override, sanitizers, fuzzer, bench-quick)
+#                                                   # no-override, learning, sanitizers, fuzzer, bench-quick)
 set -u
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,7 @@ configs=(
     "default||"
     "shared-pool|-Dpool_tls=false|"
     "no-override|-Doverride=false|api misuse threads layout"
+    "learning|-Dlearning=true|api misuse oom threads cxx preload real layout glibc ace"
 )
 only="${HAKMEM_TEST_CONFIGS:-}"
 
@@ -76,7 +77,7 @@ done
 extra=(
     "sanitizers|bash tests/sanitize/run.sh"
     "fuzzer|bash tests/fuzz/run.sh ${HAKMEM_FUZZ_SECONDS:-60}"
-    "bench-quick|python3 bench/run.py --quick --hakmem hakmem=build/test-default/libhakmem.so --hakmem hakmem-pool=build/test-shared-pool/libhakmem.so --build-dir build/bench-quick-programs --out build/bench-quick"
+    "bench-quick|python3 bench/run.py --quick --hakmem hakmem=build/test-default/libhakmem.so --hakmem hakmem-pool=build/test-shared-pool/libhakmem.so --hakmem hakmem-ace=build/test-learning/libhakmem.so --build-dir build/bench-quick-programs --out build/bench-quick"
 )
 for entry in "${extra[@]}"; do
     IFS='|' read -r name cmd <<<"$entry"

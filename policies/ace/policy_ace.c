@@ -1,0 +1,277 @@
+/* policy_ace.c — Box 3 (ACE): slow-path events into fixed rings, and a learner that publishes each class's cache cap and refill count from them. */
+#include "hak_policy.h"
+#include "hak_front.h"
+
+#include <pthread.h>
+
+/* docs/ace.md explains every number here. */
+#define RINGS 64          /* threads hash onto rings; a shared ring only drops more */
+#define RING_SIZE 256     /* events per ring (power of two) */
+#define LEARN_AT 64       /* a producer runs the learner once its ring holds this many */
+#define EVIDENCE 8        /* refills + flushes of a class before it is judged */
+#define GROW_MAX 4        /* churn grows a class to at most 4x the fixed cap and batch */
+#define SUSTAIN_MS 100    /* a consumer this old is a pipeline, not a program tearing down */
+
+/* One ring: several threads may hash to it, so a producer takes `busy` with
+ * one exchange and drops its event if another producer holds it (contract
+ * A: nobody waits). head is written under busy, tail only by the learner. */
+typedef struct hk_ace_ring {
+    int busy;
+    uint32_t head, tail;
+    uint64_t dropped, refills, flushes, drains, events; /* relaxed atomics */
+    uint32_t ev[RING_SIZE];
+} __attribute__((aligned(64))) hk_ace_ring_t;
+
+static hk_ace_ring_t rings[RINGS];
+
+/* The learner's own state (contract C: fixed buffers, no malloc), guarded
+ * by learner_busy, which a would-be second learner finds taken and leaves. */
+static int learner_busy;
+static uint8_t last_kind[RINGS][HK_NCLASS]; /* last event of a class in a ring */
+static struct {
+    uint32_t refills, flushes, turns; /* since the class was last judged */
+    uint32_t consumer_since;          /* ms (| 1) since frees alone were seen */
+} win[HK_NCLASS];
+static uint64_t decisions, learns;
+
+/* Published parameters: cap << 16 | batch, one word so that a reader never
+ * pairs a new cap with an old batch; 0 means the fixed table. */
+static uint32_t pub[HK_NCLASS];
+
+static bool learning = true, trace;
+
+unsigned hk_policy_cap(unsigned c)
+{
+    uint32_t w = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
+    return w ? w >> 16 : hk_policy_fixed_cap(c);
+}
+
+unsigned hk_policy_batch(unsigned c)
+{
+    uint32_t w = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
+    return w ? w & 0xffff : hk_policy_fixed_batch(c);
+}
+
+void hk_policy_configure(bool on, bool tr)
+{
+    learning = on;
+    trace = tr;
+}
+
+void hk_policy_fork_child(void)
+{
+    for (unsigned i = 0; i < RINGS; i++)
+        rings[i].busy = 0;
+    learner_busy = 0;
+}
+
+void hk_ace_hold_learner(bool hold)
+{
+    if (hold)
+        while (__atomic_exchange_n(&learner_busy, 1, __ATOMIC_ACQUIRE))
+            ;
+    else
+        __atomic_store_n(&learner_busy, 0, __ATOMIC_RELEASE);
+}
+
+static void count(uint64_t *x) { __atomic_fetch_add(x, 1, __ATOMIC_RELAXED); }
+
+void hk_policy_event(unsigned kind, unsigned c, unsigned n)
+{
+    /* The thread pointer spreads threads over the rings without any TLS. */
+    uint64_t h = (uint64_t)pthread_self() * 0x9e3779b97f4a7c15ull;
+    hk_ace_ring_t *r = &rings[h >> 58];
+    count(kind == HK_EV_REFILL ? &r->refills : kind == HK_EV_FLUSH ? &r->flushes : &r->drains);
+    if (!learning)
+        return;
+    if (__atomic_exchange_n(&r->busy, 1, __ATOMIC_ACQUIRE)) {
+        count(&r->dropped);
+        return;
+    }
+    uint32_t head = r->head, tail = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+    if (head - tail >= RING_SIZE) {
+        __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+        count(&r->dropped);
+        return;
+    }
+    r->ev[head % RING_SIZE] = kind | c << 2 | (n > 0x7fffff ? 0x7fffff : n) << 9;
+    __atomic_store_n(&r->head, head + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
+    count(&r->events);
+    if (head + 1 - tail >= LEARN_AT)
+        hk_policy_learn(hk_now_ms());
+}
+
+/* ---- trace: one line per decision, formatted without malloc ---------- */
+
+static size_t put(char *b, size_t at, const char *s)
+{
+    while (*s && at < 200)
+        b[at++] = *s++;
+    return at;
+}
+
+static size_t put_u(char *b, size_t at, uint64_t v)
+{
+    char d[24];
+    int k = 0;
+    do
+        d[k++] = (char)('0' + v % 10);
+    while ((v /= 10) && k < 24);
+    while (k && at < 200)
+        b[at++] = d[--k];
+    return at;
+}
+
+static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *why)
+{
+    char b[224];
+    size_t n = put(b, 0, "ace: class ");
+    n = put_u(b, n, c);
+    n = put(b, n, " (");
+    n = put_u(b, n, hk_class_size[c]);
+    n = put(b, n, " B) cap ");
+    n = put_u(b, n, old >> 16);
+    n = put(b, n, " -> ");
+    n = put_u(b, n, now >> 16);
+    n = put(b, n, ", batch ");
+    n = put_u(b, n, old & 0xffff);
+    n = put(b, n, " -> ");
+    n = put_u(b, n, now & 0xffff);
+    n = put(b, n, ": ");
+    n = put(b, n, why);
+    n = put(b, n, " (refills ");
+    n = put_u(b, n, win[c].refills);
+    n = put(b, n, ", flushes ");
+    n = put_u(b, n, win[c].flushes);
+    n = put(b, n, ", turns ");
+    n = put_u(b, n, win[c].turns);
+    n = put(b, n, ")");
+    b[n] = 0;
+    hk_log(b);
+}
+
+/* ---- the learner -------------------------------------------------------- */
+
+static unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
+static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
+
+/* Judges class c from its refills, flushes and turns (a refill right after
+ * a flush of the same ring, or the reverse: the list went from full to
+ * empty or back). docs/ace.md gives the reasoning behind each rule. */
+static void judge(unsigned c, uint32_t now)
+{
+    unsigned r = win[c].refills, f = win[c].flushes, t = win[c].turns;
+    unsigned fcap = hk_policy_fixed_cap(c), fbatch = hk_policy_fixed_batch(c);
+    uint32_t old = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
+    unsigned cap = old ? old >> 16 : fcap, batch = old ? old & 0xffff : fbatch;
+    unsigned ncap = cap, nbatch = batch;
+    const char *why = NULL;
+    if (t * 4 >= r + f) {
+        /* Churn: the list swings between empty and full, and a random walk
+         * needs ~(cap/2)^2 steps to reach either end: doubling the cap cuts
+         * those misses by four. */
+        win[c].consumer_since = 0;
+        ncap = umin(umax(cap, fcap) * 2, umin(GROW_MAX * fcap, 0xffff));
+        nbatch = ncap / 2;
+        why = "churn";
+    } else if (f >= 4 * r) {
+        /* Frees alone: the cache is only a waiting room, and whatever it
+         * holds when the thread stops pins slabs for good (an idle thread's
+         * cache cannot be reached). Keep little while this may be a program
+         * tearing down its data; a consumer that keeps going is a pipeline,
+         * where the flush count matters: the fixed batch again. */
+        if (!win[c].consumer_since)
+            win[c].consumer_since = now | 1;
+        bool sustained = (now | 1) - win[c].consumer_since >= SUSTAIN_MS;
+        ncap = nbatch = sustained ? fbatch : umax(fbatch / 4, 2);
+        why = sustained ? "steady consumer" : "consumer";
+    } else if (r >= 4 * f) {
+        /* Mallocs alone: each refill serves `batch` mallocs, so a bigger
+         * batch means fewer refills; the blocks are used at once. */
+        win[c].consumer_since = 0;
+        nbatch = umin(umax(batch, fbatch) * 2, GROW_MAX * fbatch);
+        ncap = umax(umax(cap, fcap), nbatch);
+        why = "producer";
+    } else {
+        win[c].consumer_since = 0;
+    }
+    uint32_t neww = (uint32_t)ncap << 16 | nbatch;
+    if (why && neww != (old ? old : (uint32_t)fcap << 16 | fbatch)) {
+        __atomic_store_n(&pub[c], neww, __ATOMIC_RELAXED);
+        count(&decisions);
+        if (trace)
+            trace_decision(c, old ? old : (uint32_t)fcap << 16 | fbatch, neww, why);
+    }
+    win[c].refills = win[c].flushes = win[c].turns = 0;
+}
+
+void hk_policy_learn(uint32_t now_ms)
+{
+    if (!learning || __atomic_exchange_n(&learner_busy, 1, __ATOMIC_ACQUIRE))
+        return;
+    for (unsigned i = 0; i < RINGS; i++) {
+        hk_ace_ring_t *r = &rings[i];
+        uint32_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE), tail = r->tail;
+        for (; tail != head; tail++) {
+            uint32_t e = r->ev[tail % RING_SIZE];
+            unsigned kind = e & 3, c = (e >> 2) & 0x7f;
+            if (c >= HK_NCLASS || kind == HK_EV_DRAIN) {
+                if (c < HK_NCLASS)
+                    last_kind[i][c] = 0; /* the list is empty again */
+                continue;
+            }
+            if (kind == HK_EV_REFILL)
+                win[c].refills++;
+            else
+                win[c].flushes++;
+            if (last_kind[i][c] && last_kind[i][c] != kind)
+                win[c].turns++;
+            last_kind[i][c] = (uint8_t)kind;
+        }
+        __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+    }
+    for (unsigned c = 1; c < HK_NCLASS; c++)
+        if (win[c].refills + win[c].flushes >= EVIDENCE)
+            judge(c, now_ms);
+    count(&learns);
+    __atomic_store_n(&learner_busy, 0, __ATOMIC_RELEASE);
+}
+
+void hk_ace_stats(hk_ace_stats_t *st)
+{
+    *st = (hk_ace_stats_t){0};
+    for (unsigned i = 0; i < RINGS; i++) {
+        st->events += __atomic_load_n(&rings[i].events, __ATOMIC_RELAXED);
+        st->dropped += __atomic_load_n(&rings[i].dropped, __ATOMIC_RELAXED);
+        st->refills += __atomic_load_n(&rings[i].refills, __ATOMIC_RELAXED);
+        st->flushes += __atomic_load_n(&rings[i].flushes, __ATOMIC_RELAXED);
+        st->drains += __atomic_load_n(&rings[i].drains, __ATOMIC_RELAXED);
+    }
+    st->decisions = __atomic_load_n(&decisions, __ATOMIC_RELAXED);
+    st->learns = __atomic_load_n(&learns, __ATOMIC_RELAXED);
+}
+
+/* HAKMEM_ACE_TRACE=1 ends with the totals (what the benchmarks compare). */
+__attribute__((destructor)) static void trace_totals(void)
+{
+    if (!trace)
+        return;
+    hk_ace_stats_t st;
+    hk_ace_stats(&st);
+    char b[224];
+    size_t n = put(b, 0, "ace: refills ");
+    n = put_u(b, n, st.refills);
+    n = put(b, n, " flushes ");
+    n = put_u(b, n, st.flushes);
+    n = put(b, n, " drains ");
+    n = put_u(b, n, st.drains);
+    n = put(b, n, " events ");
+    n = put_u(b, n, st.events);
+    n = put(b, n, " dropped ");
+    n = put_u(b, n, st.dropped);
+    n = put(b, n, " decisions ");
+    n = put_u(b, n, st.decisions);
+    b[n] = 0;
+    hk_log(b);
+}
