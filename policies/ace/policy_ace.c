@@ -9,7 +9,8 @@
 #define RING_SIZE 256     /* events per ring (power of two) */
 #define LEARN_AT 64       /* a producer runs the learner once its ring holds this many */
 #define EVIDENCE 8        /* refills + flushes of a class before it is judged */
-#define GROW_MAX 4        /* churn grows a class to at most 4x the fixed cap and batch */
+#define GROW_MAX 4        /* growth stops at 4x the fixed cap and batch, */
+#define GROW_BYTES (64u << 10) /* and at 64 KiB of blocks a class (unless fixed is more) */
 #define SUSTAIN_MS 100    /* a consumer this old is a pipeline, not a program tearing down */
 
 /* One ring: several threads may hash to it, so a producer takes `busy` with
@@ -29,7 +30,7 @@ static hk_ace_ring_t rings[RINGS];
 static int learner_busy;
 static uint8_t last_kind[RINGS][HK_NCLASS]; /* last event of a class in a ring */
 static struct {
-    uint32_t refills, flushes, turns; /* since the class was last judged */
+    uint32_t refills, flushes, turns, drains; /* since the class was last judged */
     uint32_t consumer_since;          /* ms (| 1) since frees alone were seen */
 } win[HK_NCLASS];
 static uint64_t decisions, learns;
@@ -146,6 +147,8 @@ static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *w
     n = put_u(b, n, win[c].flushes);
     n = put(b, n, ", turns ");
     n = put_u(b, n, win[c].turns);
+    n = put(b, n, ", exits ");
+    n = put_u(b, n, win[c].drains);
     n = put(b, n, ")");
     b[n] = 0;
     hk_log(b);
@@ -161,18 +164,27 @@ static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
  * empty or back). docs/ace.md gives the reasoning behind each rule. */
 static void judge(unsigned c, uint32_t now)
 {
-    unsigned r = win[c].refills, f = win[c].flushes, t = win[c].turns;
+    unsigned r = win[c].refills, f = win[c].flushes, t = win[c].turns, d = win[c].drains;
     unsigned fcap = hk_policy_fixed_cap(c), fbatch = hk_policy_fixed_batch(c);
+    unsigned most = umax(fcap, umin(umin(GROW_MAX * fcap, GROW_BYTES / hk_class_size[c]), 0xffff));
     uint32_t old = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
     unsigned cap = old ? old >> 16 : fcap, batch = old ? old & 0xffff : fbatch;
     unsigned ncap = cap, nbatch = batch;
     const char *why = NULL;
-    if (t * 4 >= r + f) {
+    if (d * 4 >= r + f) {
+        /* Threads exit (or go idle) holding what they refilled: they live
+         * too short to use a batch, so a smaller one is carved, touched and
+         * handed back for nothing less often. */
+        win[c].consumer_since = 0;
+        nbatch = umax(fbatch / 4, 2);
+        ncap = fcap;
+        why = "short-lived threads";
+    } else if (t * 4 >= r + f) {
         /* Churn: the list swings between empty and full, and a random walk
          * needs ~(cap/2)^2 steps to reach either end: doubling the cap cuts
          * those misses by four. */
         win[c].consumer_since = 0;
-        ncap = umin(umax(cap, fcap) * 2, umin(GROW_MAX * fcap, 0xffff));
+        ncap = umin(umax(cap, fcap) * 2, most);
         nbatch = ncap / 2;
         why = "churn";
     } else if (f >= 4 * r) {
@@ -186,11 +198,12 @@ static void judge(unsigned c, uint32_t now)
         bool sustained = (now | 1) - win[c].consumer_since >= SUSTAIN_MS;
         ncap = nbatch = sustained ? fbatch : umax(fbatch / 4, 2);
         why = sustained ? "steady consumer" : "consumer";
-    } else if (r >= 4 * f) {
-        /* Mallocs alone: each refill serves `batch` mallocs, so a bigger
-         * batch means fewer refills; the blocks are used at once. */
+    } else if (r >= 4 * f && d == 0) {
+        /* Mallocs alone, by threads that stay: each refill serves `batch`
+         * mallocs, so a bigger batch means fewer refills; the blocks are
+         * used at once. */
         win[c].consumer_since = 0;
-        nbatch = umin(umax(batch, fbatch) * 2, GROW_MAX * fbatch);
+        nbatch = umax(umin(umax(batch, fbatch) * 2, most / 2), 1);
         ncap = umax(umax(cap, fcap), nbatch);
         why = "producer";
     } else {
@@ -203,7 +216,7 @@ static void judge(unsigned c, uint32_t now)
         if (trace)
             trace_decision(c, old ? old : (uint32_t)fcap << 16 | fbatch, neww, why);
     }
-    win[c].refills = win[c].flushes = win[c].turns = 0;
+    win[c].refills = win[c].flushes = win[c].turns = win[c].drains = 0;
 }
 
 void hk_policy_learn(uint32_t now_ms)
@@ -216,9 +229,11 @@ void hk_policy_learn(uint32_t now_ms)
         for (; tail != head; tail++) {
             uint32_t e = r->ev[tail % RING_SIZE];
             unsigned kind = e & 3, c = (e >> 2) & 0x7f;
-            if (c >= HK_NCLASS || kind == HK_EV_DRAIN) {
-                if (c < HK_NCLASS)
-                    last_kind[i][c] = 0; /* the list is empty again */
+            if (c >= HK_NCLASS)
+                continue;
+            if (kind == HK_EV_DRAIN) {
+                win[c].drains++;
+                last_kind[i][c] = 0; /* the list is empty again */
                 continue;
             }
             if (kind == HK_EV_REFILL)
@@ -232,7 +247,7 @@ void hk_policy_learn(uint32_t now_ms)
         __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
     }
     for (unsigned c = 1; c < HK_NCLASS; c++)
-        if (win[c].refills + win[c].flushes >= EVIDENCE)
+        if (win[c].refills + win[c].flushes + win[c].drains >= EVIDENCE)
             judge(c, now_ms);
     count(&learns);
     __atomic_store_n(&learner_busy, 0, __ATOMIC_RELEASE);
