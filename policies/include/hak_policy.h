@@ -26,8 +26,9 @@ unsigned hk_policy_purge_delay_ms(void);
 /* HAKMEM_PURGE_DELAY_MS, set once at initialisation. */
 void hk_policy_set_purge_delay_ms(unsigned ms);
 
-/* Events from Box 1's slow paths (never its hit path): a refill of n blocks,
- * a flush of n blocks, n blocks given back by a thread exit or idle trim. */
+/* Events from Box 1's slow paths (never its hit path): a refill of n blocks
+ * of class c, a flush of n blocks, and a thread that gave back its whole
+ * cache (thread exit or idle trim; c and n are 0). */
 enum { HK_EV_REFILL = 1, HK_EV_FLUSH = 2, HK_EV_DRAIN = 3 };
 
 #if HK_LEARNING

@@ -190,6 +190,6 @@ void hk_tls_drain(void)
         hk_tls.head[c] = NULL;
         hk_tls.room[c] = hk_tls.cap[c];
         hk_refill_give(c, head, n, hk_policy_batch(c));
-        hk_policy_event(HK_EV_DRAIN, c, n);
     }
+    hk_policy_event(HK_EV_DRAIN, 0, 0);
 }
