@@ -5,10 +5,11 @@
 #include <pthread.h>
 
 /* docs/ace.md explains every number here. */
-#define RINGS 64          /* threads hash onto rings; a shared ring only drops more */
+#define RING_BITS 6
+#define RINGS (1u << RING_BITS) /* threads hash onto rings; a shared ring only drops more */
 #define RING_SIZE 256     /* events per ring (power of two) */
 #define LEARN_AT 128      /* a producer runs the learner once its ring holds this many */
-#define EVIDENCE 8        /* refills + flushes of a class before it is judged */
+#define EVIDENCE 8        /* refills + flushes + exits of a class before it is judged */
 #define GROW_MAX 4        /* growth stops at 4x the fixed cap and batch, */
 #define GROW_BYTES (64u << 10) /* and at 64 KiB of blocks a class (unless fixed is more) */
 #define SUSTAIN_MS 100    /* a consumer this old is a pipeline, not a program tearing down */
@@ -100,7 +101,7 @@ void hk_policy_event(unsigned kind, unsigned c, unsigned n)
     }
     /* The thread pointer spreads threads over the rings without any TLS. */
     uint64_t h = (uint64_t)pthread_self() * 0x9e3779b97f4a7c15ull;
-    hk_ace_ring_t *r = &rings[h >> 58];
+    hk_ace_ring_t *r = &rings[h >> (64 - RING_BITS)];
     if (__atomic_exchange_n(&r->busy, 1, __ATOMIC_ACQUIRE)) {
         count(&r->dropped[kind]);
         return;
@@ -115,7 +116,7 @@ void hk_policy_event(unsigned kind, unsigned c, unsigned n)
     __atomic_store_n(&r->head, head + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&r->kept[kind], r->kept[kind] + 1, __ATOMIC_RELAXED); /* a plain store */
     __atomic_store_n(&r->busy, 0, __ATOMIC_RELEASE);
-    /* A quarter full: learn now, unless a learner already runs. */
+    /* Half full: learn now, unless a learner already runs. */
     if (head + 1 - tail >= LEARN_AT && !__atomic_exchange_n(&learner_busy, 1, __ATOMIC_ACQUIRE))
         learn_locked(hk_now_ms());
 }

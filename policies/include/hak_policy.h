@@ -37,7 +37,7 @@ enum { HK_EV_REFILL = 1, HK_EV_FLUSH = 2, HK_EV_DRAIN = 3 };
  * blocks and never allocates (contract C). */
 void hk_policy_event(unsigned kind, unsigned c, unsigned n);
 /* Reads every ring and publishes new parameters; the purge thread calls it
- * once a pass, and event producers whenever their ring is a quarter full. */
+ * once a pass, and an event producer whenever its ring is half full. */
 void hk_policy_learn(uint32_t now_ms);
 /* HAKMEM_LEARNING (false: the fixed table, events counted only) and
  * HAKMEM_ACE_TRACE (each decision on stderr), set once at initialisation. */
