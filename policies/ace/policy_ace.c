@@ -36,6 +36,7 @@ static uint8_t last_kind[RINGS][HK_NCLASS]; /* last event of a class in a ring *
 static uint64_t since_drain[RINGS][2];       /* classes a ring saw since its last drain */
 static struct {
     uint32_t refills, flushes, turns, drains; /* since the class was last judged */
+    uint32_t rruns, fruns;            /* a refill after a refill (flush after flush), same ring */
     uint32_t consumer_since;          /* ms (| 1) since frees alone were seen */
 } win[HK_NCLASS];
 static uint8_t touched[HK_NCLASS], touched_list[HK_NCLASS]; /* classes seen in this pass */
@@ -167,6 +168,10 @@ static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *w
     n = put_u(b, n, win[c].turns);
     n = put(b, n, ", exits ");
     n = put_u(b, n, win[c].drains);
+    n = put(b, n, ", runs ");
+    n = put_u(b, n, win[c].rruns);
+    n = put(b, n, "/");
+    n = put_u(b, n, win[c].fruns);
     n = put(b, n, ")");
     b[n] = 0;
     hk_log(b);
@@ -207,6 +212,14 @@ static void judge(unsigned c, uint32_t now)
         ncap = umin(umax(cap, fcap) * 2, most);
         nbatch = ncap / 2;
         why = "churn";
+    } else if (win[c].rruns * 4 >= r + f && win[c].fruns * 4 >= r + f) {
+        /* A pipeline: some threads only refill the class while others only
+         * flush it, blocks passing between them through the central
+         * exchange in batches. A bigger batch halves both sides' trips. */
+        win[c].consumer_since = 0;
+        nbatch = umax(umin(umax(batch, fbatch) * 2, most / 2), 1);
+        ncap = umax(fcap, nbatch);
+        why = "pipeline";
     } else if (f >= 4 * r) {
         /* Frees alone: the cache is only a waiting room, and whatever it
          * holds when the thread stops pins slabs for good (an idle thread's
@@ -236,7 +249,7 @@ static void judge(unsigned c, uint32_t now)
         if (trace)
             trace_decision(c, old, neww, why);
     }
-    win[c].refills = win[c].flushes = win[c].turns = win[c].drains = 0;
+    win[c].refills = win[c].flushes = win[c].turns = win[c].drains = win[c].rruns = win[c].fruns = 0;
 }
 
 void hk_policy_learn(uint32_t now_ms)
@@ -287,6 +300,10 @@ static void learn_locked(uint32_t now_ms)
                 win[c].flushes++;
             if (last_kind[i][c] && last_kind[i][c] != kind)
                 win[c].turns++;
+            else if (last_kind[i][c] == HK_EV_REFILL)
+                win[c].rruns++;
+            else if (last_kind[i][c] == HK_EV_FLUSH)
+                win[c].fruns++;
             last_kind[i][c] = (uint8_t)kind;
         }
         __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
