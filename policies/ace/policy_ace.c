@@ -143,35 +143,28 @@ static size_t put_u(char *b, size_t at, uint64_t v)
     return at;
 }
 
+/* Appends label then the number: the trace lines are lists of these. */
+static size_t put_kv(char *b, size_t at, const char *label, uint64_t v)
+{
+    return put_u(b, put(b, at, label), v);
+}
+
 static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *why)
 {
     char b[224];
-    size_t n = put(b, 0, "ace: class ");
-    n = put_u(b, n, c);
-    n = put(b, n, " (");
-    n = put_u(b, n, hk_class_size[c]);
-    n = put(b, n, " B) cap ");
-    n = put_u(b, n, old >> 16);
-    n = put(b, n, " -> ");
-    n = put_u(b, n, now >> 16);
-    n = put(b, n, ", batch ");
-    n = put_u(b, n, old & 0xffff);
-    n = put(b, n, " -> ");
-    n = put_u(b, n, now & 0xffff);
-    n = put(b, n, ": ");
-    n = put(b, n, why);
-    n = put(b, n, " (refills ");
-    n = put_u(b, n, win[c].refills);
-    n = put(b, n, ", flushes ");
-    n = put_u(b, n, win[c].flushes);
-    n = put(b, n, ", turns ");
-    n = put_u(b, n, win[c].turns);
-    n = put(b, n, ", exits ");
-    n = put_u(b, n, win[c].drains);
-    n = put(b, n, ", runs ");
-    n = put_u(b, n, win[c].rruns);
-    n = put(b, n, "/");
-    n = put_u(b, n, win[c].fruns);
+    size_t n = put_kv(b, 0, "ace: class ", c);
+    n = put_kv(b, n, " (", hk_class_size[c]);
+    n = put_kv(b, n, " B) cap ", old >> 16);
+    n = put_kv(b, n, " -> ", now >> 16);
+    n = put_kv(b, n, ", batch ", old & 0xffff);
+    n = put_kv(b, n, " -> ", now & 0xffff);
+    n = put(b, put(b, n, ": "), why);
+    n = put_kv(b, n, " (refills ", win[c].refills);
+    n = put_kv(b, n, ", flushes ", win[c].flushes);
+    n = put_kv(b, n, ", turns ", win[c].turns);
+    n = put_kv(b, n, ", exits ", win[c].drains);
+    n = put_kv(b, n, ", runs ", win[c].rruns);
+    n = put_kv(b, n, "/", win[c].fruns);
     n = put(b, n, ")");
     b[n] = 0;
     hk_log(b);
@@ -182,9 +175,10 @@ static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *w
 static unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
 static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
 
-/* Judges class c from its refills, flushes and turns (a refill right after
- * a flush of the same ring, or the reverse: the list went from full to
- * empty or back). docs/ace.md gives the reasoning behind each rule. */
+/* Judges class c from its window: refills, flushes, turns (a refill right
+ * after a flush in the same ring, or the reverse: a list went from full to
+ * empty or back), runs (the same kind twice in a ring) and exits.
+ * docs/ace.md, "The learner's rules", gives the reasoning behind each. */
 static void judge(unsigned c, uint32_t now)
 {
     unsigned r = win[c].refills, f = win[c].flushes, t = win[c].turns, d = win[c].drains;
@@ -195,6 +189,7 @@ static void judge(unsigned c, uint32_t now)
     if (!fixed_w[c]) /* an event from a nested malloc during hk_init */
         return;
     unsigned ncap = cap, nbatch = batch;
+    unsigned grown = umax(umin(umax(batch, fbatch) * 2, most / 2), 1); /* a batch doubled */
     const char *why = NULL;
     if (d * 4 >= r + f) {
         /* Threads exit (or go idle) holding what they refilled: they live
@@ -217,7 +212,7 @@ static void judge(unsigned c, uint32_t now)
          * flush it, blocks passing between them through the central
          * exchange in batches. A bigger batch halves both sides' trips. */
         win[c].consumer_since = 0;
-        nbatch = umax(umin(umax(batch, fbatch) * 2, most / 2), 1);
+        nbatch = grown;
         ncap = umax(fcap, nbatch);
         why = "pipeline";
     } else if (f >= 4 * r) {
@@ -236,7 +231,7 @@ static void judge(unsigned c, uint32_t now)
          * mallocs, so a bigger batch means fewer refills; the blocks are
          * used at once. */
         win[c].consumer_since = 0;
-        nbatch = umax(umin(umax(batch, fbatch) * 2, most / 2), 1);
+        nbatch = grown;
         ncap = umax(umax(cap, fcap), nbatch);
         why = "producer";
     } else {
@@ -348,18 +343,12 @@ __attribute__((destructor)) static void trace_totals(void)
     hk_ace_stats_t st;
     hk_ace_stats(&st);
     char b[224];
-    size_t n = put(b, 0, "ace: refills ");
-    n = put_u(b, n, st.refills);
-    n = put(b, n, " flushes ");
-    n = put_u(b, n, st.flushes);
-    n = put(b, n, " drains ");
-    n = put_u(b, n, st.drains);
-    n = put(b, n, " events ");
-    n = put_u(b, n, st.events);
-    n = put(b, n, " dropped ");
-    n = put_u(b, n, st.dropped);
-    n = put(b, n, " decisions ");
-    n = put_u(b, n, st.decisions);
+    size_t n = put_kv(b, 0, "ace: refills ", st.refills);
+    n = put_kv(b, n, " flushes ", st.flushes);
+    n = put_kv(b, n, " drains ", st.drains);
+    n = put_kv(b, n, " events ", st.events);
+    n = put_kv(b, n, " dropped ", st.dropped);
+    n = put_kv(b, n, " decisions ", st.decisions);
     b[n] = 0;
     hk_log(b);
 }
