@@ -1,7 +1,7 @@
 /* ace_policy.c — tests Box 3 (ACE) in a learning build: ring overflow drops without blocking, parameters apply only at refill/flush, and the learner converges. */
 #include "hak_policy.h"
 #include "hak_tls.h"
-#include "hakmem.h"
+#include "test_alloc_names.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -89,22 +89,22 @@ static int test_scope(void)
     unsigned c = hk_class_by16[(size + 15) >> 4];
     void *blocks[4096];
     hk_ace_hold_learner(true); /* nothing is learned while the evidence builds */
-    free(malloc(size));        /* the thread's cache is live */
+    T_FREE(T_MALLOC(size));        /* the thread's cache is live */
     unsigned old = hk_tls.cap[c];
     CHECK(old == hk_policy_cap(c), "the thread starts with the policy's cap (%u vs %u)", old, hk_policy_cap(c));
     /* Churn: the list runs empty, then full, again and again. */
     for (int round = 0; round < 12; round++) {
         unsigned n = old * 2;
         for (unsigned i = 0; i < n; i++)
-            blocks[i] = malloc(size);
+            blocks[i] = T_MALLOC(size);
         for (unsigned i = 0; i < n; i++)
-            free(blocks[i]);
+            T_FREE(blocks[i]);
     }
     CHECK(hk_tls.cap[c] == old && hk_policy_cap(c) == old, "nothing learned yet");
     /* Half a list: the next operations hit it. */
     unsigned live = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
     while (live > old / 2) {
-        blocks[0] = malloc(size);
+        blocks[0] = T_MALLOC(size);
         live--;
     }
     hk_ace_hold_learner(false);
@@ -115,18 +115,18 @@ static int test_scope(void)
     CHECK(learned != old, "churn changed the cap");
     /* Hits only: the live list keeps the cap it was filled under. */
     for (int i = 0; i < 1000; i++) {
-        void *p = malloc(size), *q = malloc(size);
-        free(q);
-        free(p);
+        void *p = T_MALLOC(size), *q = T_MALLOC(size);
+        T_FREE(q);
+        T_FREE(p);
         CHECK(hk_tls.cap[c] == old, "a hit changed the cap of a live list (%u)", hk_tls.cap[c]);
     }
     /* Empty the list: the refill takes the new cap. */
     unsigned held = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
     for (unsigned i = 0; i <= held; i++)
-        blocks[i] = malloc(size);
+        blocks[i] = T_MALLOC(size);
     CHECK(hk_tls.cap[c] == learned, "the refill took the learned cap (%u, want %u)", hk_tls.cap[c], learned);
     for (unsigned i = 0; i <= held; i++)
-        free(blocks[i]);
+        T_FREE(blocks[i]);
     hk_ace_hold_learner(false);
     return 0;
 }
@@ -144,8 +144,8 @@ static int test_converge(void)
         for (int i = 0; i < 200000; i++) {
             seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
             unsigned s = (unsigned)(seed >> 40) % SLOTS;
-            free(slot[s]);
-            slot[s] = malloc(16 + (seed & 0x3ff) % 1000);
+            T_FREE(slot[s]);
+            slot[s] = T_MALLOC(16 + (seed & 0x3ff) % 1000);
         }
         hk_policy_learn(hk_now_ms());
         hk_ace_stats(&st);
@@ -158,7 +158,7 @@ static int test_converge(void)
     CHECK(per_round[ROUNDS - 1] > 0, "the learner made decisions");
     CHECK(per_round[ROUNDS - 1] == per_round[ROUNDS - 1 - QUIET], "no decision in the last %d rounds", QUIET);
     for (int i = 0; i < SLOTS; i++)
-        free(slot[i]);
+        T_FREE(slot[i]);
     return 0;
 }
 
