@@ -20,10 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# The default build, the shared-pool build (-Dpool_tls=false) and the hugepages
-# backend (-Dmem_backend=hugepages: MAP_HUGETLB if vm.nr_hugepages is set, else THP)
-# for comparison.
-for cfg in "bench|" "bench-pool|-Dpool_tls=false" "bench-huge|-Dmem_backend=hugepages"; do
+# The default build, and for comparison: the shared-pool build (-Dpool_tls=false),
+# the hugepages backend (-Dmem_backend=hugepages: MAP_HUGETLB if vm.nr_hugepages
+# is set, else THP) and the learning build (-Dlearning=true, Box 3 ACE).
+for cfg in "bench|" "bench-pool|-Dpool_tls=false" "bench-huge|-Dmem_backend=hugepages" "bench-learning|-Dlearning=true"; do
     IFS='|' read -r dir opts <<<"$cfg"
     # shellcheck disable=SC2086
     if [ -d "build/$dir" ]; then
@@ -35,4 +35,5 @@ for cfg in "bench|" "bench-pool|-Dpool_tls=false" "bench-huge|-Dmem_backend=huge
 done
 exec python3 bench/run.py --hakmem hakmem=build/bench/libhakmem.so \
     --hakmem hakmem-pool=build/bench-pool/libhakmem.so --hakmem hakmem-huge=build/bench-huge/libhakmem.so \
+    --hakmem hakmem-ace=build/bench-learning/libhakmem.so \
     --build-dir build/bench-programs "$@"

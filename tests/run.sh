@@ -3,7 +3,7 @@
 #
 #   bash tests/run.sh            # full suite on the default build, a lighter pass on the others
 #   HAKMEM_TEST_CONFIGS=default bash tests/run.sh   # only some parts (names below: default, shared-pool,
-#                                                   # no-override, hardened, hugepages, sanitizers, fuzzer, bench-quick)
+#                                                   # no-override, hardened, hugepages, learning, sanitizers, fuzzer, bench-quick)
 set -u
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,8 @@ configs=(
     "hardened|-Dhardened=true|api stats misuse threads preload"
     # Every suite but the 3-minute soak (the plateau runs are the default build's job).
     "hugepages|-Dmem_backend=hugepages|api stats misuse oom threads cxx preload real layout glibc hugepages"
+    # The same for the learning policy (Box 3).
+    "learning|-Dlearning=true|api stats misuse oom threads cxx preload real layout glibc ace"
 )
 only="${HAKMEM_TEST_CONFIGS:-}"
 
@@ -79,7 +81,7 @@ done
 extra=(
     "sanitizers|bash tests/sanitize/run.sh"
     "fuzzer|bash tests/fuzz/run.sh ${HAKMEM_FUZZ_SECONDS:-60}"
-    "bench-quick|python3 bench/run.py --quick --hakmem hakmem=build/test-default/libhakmem.so --hakmem hakmem-pool=build/test-shared-pool/libhakmem.so --hakmem hakmem-huge=build/test-hugepages/libhakmem.so --build-dir build/bench-quick-programs --out build/bench-quick"
+    "bench-quick|python3 bench/run.py --quick --hakmem hakmem=build/test-default/libhakmem.so --hakmem hakmem-pool=build/test-shared-pool/libhakmem.so --hakmem hakmem-huge=build/test-hugepages/libhakmem.so --hakmem hakmem-ace=build/test-learning/libhakmem.so --build-dir build/bench-quick-programs --out build/bench-quick"
 )
 for entry in "${extra[@]}"; do
     IFS='|' read -r name cmd <<<"$entry"

@@ -1,4 +1,4 @@
-/* policy_fixed.c — the Phase 1 policy: constant per-class refill counts and caches, bounded in bytes for mid sizes. */
+/* policy_fixed.c — the Phase 1 policy: constant per-class refill counts and caches, bounded in bytes for mid sizes (also the table ACE starts from). */
 #include "hak_policy.h"
 #include "hak_front.h"
 
@@ -11,7 +11,7 @@ void hk_policy_set_thread_mid_bytes(unsigned bytes) { thread_mid_bytes = bytes; 
 /* Blocks a thread may cache per class. Tiny classes: twice the refill count.
  * Mid classes: an equal share of the byte budget for each of the 40, so the
  * caps always fit the budget together and no class is starved of it. */
-unsigned hk_policy_cap(unsigned c)
+unsigned hk_policy_fixed_cap(unsigned c)
 {
     uint32_t s = hk_class_size[c];
     if (c <= HK_TINY_LAST)
@@ -22,14 +22,18 @@ unsigned hk_policy_cap(unsigned c)
 
 /* Refill counts: 64 blocks for the smallest classes falling to 16 at 1 KiB
  * (the seed's Phase 1), and half the cap above, where blocks are big. */
-unsigned hk_policy_batch(unsigned c) { return hk_policy_cap(c) / 2; }
+unsigned hk_policy_fixed_batch(unsigned c) { return hk_policy_fixed_cap(c) / 2; }
+
+#if !HK_LEARNING /* a learning build takes these from policies/ace */
+unsigned hk_policy_cap(unsigned c) { return hk_policy_fixed_cap(c); }
+unsigned hk_policy_batch(unsigned c) { return hk_policy_fixed_batch(c); }
+#endif
 
 /* A page given back and touched again costs a fault (20-40 µs on these
  * virtual machines): keep free memory a quarter second before returning it. */
 static unsigned purge_delay_ms = 250;
 unsigned hk_policy_purge_delay_ms(void) { return purge_delay_ms; }
 void hk_policy_set_purge_delay_ms(unsigned ms) { purge_delay_ms = ms; }
-
 
 /* At most about 256 KiB per class waits in the central exchange (2..64
  * batches): enough to pass batches between threads, not a second cache. */

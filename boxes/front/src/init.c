@@ -38,6 +38,7 @@ static void fork_child(void)
     hk_tls_fork_child();
     hk_stats_after_fork();
     hk_purge_after_fork();
+    hk_policy_fork_child();
 }
 
 static uintptr_t make_secret(void)
@@ -90,6 +91,7 @@ void hk_init_slow(void)
     hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
     hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
+    hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
     hk_tls_process_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

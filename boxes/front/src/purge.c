@@ -34,6 +34,7 @@ static void *purger(void *arg)
         bool more = false;
         hk_refill_purge(delay, &more);
         hk_large_purge(delay, &more);
+        hk_policy_learn(hk_now_ms()); /* Box 3 learns here, off every hot path */
         if (more)
             continue;
         /* Nothing left to purge: sleep until a free makes some, waking once

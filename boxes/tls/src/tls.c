@@ -291,6 +291,7 @@ void *hk_tls_refill(unsigned c)
     if (!n)
         return NULL;
     check_batch(c, head, n);
+    hk_policy_event(HK_EV_REFILL, c, n);
     hk_tls.head[c] = head;
     if (n > cap) { /* a central batch larger than a budget-trimmed cap */
         void *keep = cut(c, cap);
@@ -326,8 +327,10 @@ void hk_tls_overflow(unsigned c, void *p)
     unsigned k = held > keep ? held - keep : 0;
     if (k < batch)
         k = batch < held ? batch : held;
-    if (k)
+    if (k) {
         hk_refill_give(c, cut(c, k), k, batch);
+        hk_policy_event(HK_EV_FLUSH, c, k);
+    }
     hk_tls.room[c] = (uint16_t)(cap - (held - k));
     if (cap == 0) {
         free_uncached(c, p);
@@ -349,4 +352,5 @@ void hk_tls_drain(void)
         hk_tls.room[c] = hk_tls.cap[c];
         hk_refill_give(c, head, n, hk_policy_batch(c));
     }
+    hk_policy_event(HK_EV_DRAIN, 0, 0);
 }

@@ -1,0 +1,178 @@
+/* ace_policy.c — tests Box 3 (ACE) in a learning build: ring overflow drops without blocking, parameters apply only at refill/flush, and the learner converges. */
+#include "hak_policy.h"
+#include "hak_tls.h"
+#include "test_alloc_names.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHECK(cond, ...)                                                    \
+    do {                                                                    \
+        if (!(cond)) {                                                      \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                   \
+            fputc('\n', stderr);                                            \
+            exit(1);                                                        \
+        }                                                                   \
+    } while (0)
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- contract A: a full ring drops and counts, and never waits --------- */
+
+#define PRODUCERS 4
+#define EVENTS_EACH 500000
+static double slowest_call[PRODUCERS];
+
+static void *producer(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (unsigned i = 0; i < EVENTS_EACH; i++) {
+        double t0 = (i & 1023) == 0 ? now_s() : 0;
+        hk_policy_event(i & 1 ? HK_EV_REFILL : HK_EV_FLUSH, 1 + i % 32, 16);
+        if (t0 != 0) {
+            double d = now_s() - t0;
+            if (d > slowest_call[id])
+                slowest_call[id] = d;
+        }
+    }
+    return NULL;
+}
+
+static int test_overflow(void)
+{
+    hk_ace_stats_t before, after;
+    /* The learner is "busy" all along: a learner infinitely slower than the
+     * producers. A ring that waited for room would hang here for good. */
+    hk_ace_hold_learner(true);
+    hk_ace_stats(&before);
+    double t0 = now_s();
+    pthread_t tid[PRODUCERS];
+    for (int i = 0; i < PRODUCERS; i++)
+        CHECK(pthread_create(&tid[i], NULL, producer, (void *)(intptr_t)i) == 0, "pthread_create");
+    for (int i = 0; i < PRODUCERS; i++)
+        pthread_join(tid[i], NULL);
+    double took = now_s() - t0;
+    hk_ace_stats(&after);
+    uint64_t sent = (uint64_t)PRODUCERS * EVENTS_EACH;
+    uint64_t kept = after.events - before.events, dropped = after.dropped - before.dropped;
+    printf("overflow: %llu events sent in %.3f s: %llu kept, %llu dropped\n", (unsigned long long)sent, took,
+           (unsigned long long)kept, (unsigned long long)dropped);
+    /* >=: the main thread's own refills (pthread_create allocates) count too. */
+    CHECK(kept + dropped >= sent, "every event is either kept or counted as dropped");
+    CHECK(dropped >= sent - 64 * 256, "with the learner stalled, all but the rings' room is dropped");
+    for (int i = 0; i < PRODUCERS; i++)
+        CHECK(slowest_call[i] < 0.5, "producer %d waited %.3f s in one event", i, slowest_call[i]);
+    /* The learner back: the rings empty and events are kept again. */
+    hk_ace_hold_learner(false);
+    hk_policy_learn(hk_now_ms());
+    hk_ace_stats(&before);
+    hk_policy_event(HK_EV_REFILL, 3, 8);
+    hk_ace_stats(&after);
+    CHECK(after.events == before.events + 1 && after.dropped == before.dropped, "kept after the learner ran");
+    return 0;
+}
+
+/* ---- contract B: a learned cap applies at the next refill or flush ---- */
+
+static int test_scope(void)
+{
+    const size_t size = 100;
+    unsigned c = hk_class_by16[(size + 15) >> 4];
+    void *blocks[4096];
+    hk_ace_hold_learner(true); /* nothing is learned while the evidence builds */
+    T_FREE(T_MALLOC(size));        /* the thread's cache is live */
+    unsigned old = hk_tls.cap[c];
+    CHECK(old == hk_policy_cap(c), "the thread starts with the policy's cap (%u vs %u)", old, hk_policy_cap(c));
+    /* Churn: the list runs empty, then full, again and again. */
+    for (int round = 0; round < 12; round++) {
+        unsigned n = old * 2;
+        for (unsigned i = 0; i < n; i++)
+            blocks[i] = T_MALLOC(size);
+        for (unsigned i = 0; i < n; i++)
+            T_FREE(blocks[i]);
+    }
+    CHECK(hk_tls.cap[c] == old && hk_policy_cap(c) == old, "nothing learned yet");
+    /* Half a list: the next operations hit it. */
+    unsigned live = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
+    while (live > old / 2) {
+        blocks[0] = T_MALLOC(size);
+        live--;
+    }
+    hk_ace_hold_learner(false);
+    hk_policy_learn(hk_now_ms());
+    hk_ace_hold_learner(true); /* the published value stays put from here */
+    unsigned learned = hk_policy_cap(c);
+    printf("scope: class %u cap %u -> %u published, thread cap %u\n", c, old, learned, hk_tls.cap[c]);
+    CHECK(learned != old, "churn changed the cap");
+    /* Hits only: the live list keeps the cap it was filled under. */
+    for (int i = 0; i < 1000; i++) {
+        void *p = T_MALLOC(size), *q = T_MALLOC(size);
+        T_FREE(q);
+        T_FREE(p);
+        CHECK(hk_tls.cap[c] == old, "a hit changed the cap of a live list (%u)", hk_tls.cap[c]);
+    }
+    /* Empty the list: the refill takes the new cap. */
+    unsigned held = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
+    for (unsigned i = 0; i <= held; i++)
+        blocks[i] = T_MALLOC(size);
+    CHECK(hk_tls.cap[c] == learned, "the refill took the learned cap (%u, want %u)", hk_tls.cap[c], learned);
+    for (unsigned i = 0; i <= held; i++)
+        T_FREE(blocks[i]);
+    hk_ace_hold_learner(false);
+    return 0;
+}
+
+/* ---- the learner converges on a steady workload ----------------------- */
+
+static int test_converge(void)
+{
+    enum { SLOTS = 4096, ROUNDS = 400, QUIET = 100 };
+    static void *slot[SLOTS];
+    uint64_t seed = 0x9E3779B97F4A7C15ull;
+    hk_ace_stats_t st;
+    uint64_t per_round[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < 200000; i++) {
+            seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+            unsigned s = (unsigned)(seed >> 40) % SLOTS;
+            T_FREE(slot[s]);
+            slot[s] = T_MALLOC(16 + (seed & 0x3ff) % 1000);
+        }
+        hk_policy_learn(hk_now_ms());
+        hk_ace_stats(&st);
+        per_round[r] = st.decisions;
+    }
+    printf("converge: decisions after each round:");
+    for (int r = 0; r < ROUNDS; r++)
+        printf(" %llu", (unsigned long long)per_round[r]);
+    printf("\n");
+    CHECK(per_round[ROUNDS - 1] > 0, "the learner made decisions");
+    CHECK(per_round[ROUNDS - 1] == per_round[ROUNDS - 1 - QUIET], "no decision in the last %d rounds", QUIET);
+    for (int i = 0; i < SLOTS; i++)
+        T_FREE(slot[i]);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s overflow|scope|converge\n", argv[0]);
+        return 2;
+    }
+    if (!strcmp(argv[1], "overflow"))
+        return test_overflow();
+    if (!strcmp(argv[1], "scope"))
+        return test_scope();
+    if (!strcmp(argv[1], "converge"))
+        return test_converge();
+    return 2;
+}
