@@ -23,6 +23,20 @@
 #define HK_PAGES_PER_CHUNK (HK_CHUNK_SIZE / HK_PAGE_SIZE)
 #define HK_OS_PAGE 4096u
 
+/* Decrements a uint16_t lvalue; true when it was 0 (it wraps to 0xffff).
+ * On x86-64 one `subw` and a carry test: gcc's own code for the same
+ * reloads, copies and tests (three instructions more on free's hit path). */
+#if defined(__x86_64__) && defined(__GCC_ASM_FLAG_OUTPUTS__)
+#define HK_DEC16_WAS_ZERO(lv)                                          \
+    __extension__({                                                    \
+        bool was_zero_;                                                \
+        __asm__("subw $1, %0" : "+m"(lv), "=@ccc"(was_zero_));         \
+        was_zero_;                                                     \
+    })
+#else
+#define HK_DEC16_WAS_ZERO(lv) __builtin_sub_overflow((lv), 1, &(lv))
+#endif
+
 HK_INLINE size_t hk_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
 HK_INLINE bool hk_is_pow2(size_t a) { return a && !(a & (a - 1)); }
 

@@ -50,11 +50,12 @@ HK_INLINE void *hk_tls_pop(size_t c)
     return p;
 }
 
+/* A full list fails the push with room wrapped to 0xffff (one decrement and
+ * a carry test on the hit path); hk_tls_overflow puts it back to 0 first. */
 HK_INLINE bool hk_tls_push(size_t c, void *p)
 {
-    if (HK_UNLIKELY(hk_tls.room[c] == 0))
+    if (HK_UNLIKELY(HK_DEC16_WAS_ZERO(hk_tls.room[c])))
         return false;
-    hk_tls.room[c]--;
     uintptr_t tag = hk_tls_tag(p); /* before the link store, which may alias the secret */
     hk_link_set(p, hk_tls.head[c]);
     ((uintptr_t *)p)[1] = tag;

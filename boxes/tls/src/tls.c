@@ -306,6 +306,7 @@ void *hk_tls_refill(unsigned c)
 
 void hk_tls_overflow(unsigned c, void *p)
 {
+    hk_tls.room[c] = 0; /* the failed push wrapped it */
     if (HK_LIKELY(hk_tls.state == HK_TLS_LIVE)) {
         trim_if_idle();
         if (hk_tls_push(c, p)) /* the trim emptied the list */
