@@ -37,17 +37,17 @@ int hak_mallopt(int param, int value)
 struct mallinfo2 hak_mallinfo2(void)
 {
     hk_refill_stats_t st;
-    size_t large_bytes, large_count, large_cached;
+    hk_large_stats_t lst;
     hk_refill_stats(&st);
-    hk_large_stats(&large_bytes, &large_count, &large_cached);
+    hk_large_stats(&lst);
     struct mallinfo2 mi = {0};
     size_t free_bytes = st.free_page_bytes + st.central_bytes + st.slab_free_bytes;
     /* Cached large mappings are free memory kept for reuse: in arena and
      * fordblks, not in hblkhd. */
-    mi.arena = st.region_bytes + large_cached;
-    mi.hblks = large_count;
-    mi.hblkhd = large_bytes;
-    mi.fordblks = free_bytes + large_cached;
+    mi.arena = st.region_bytes + lst.cached_bytes;
+    mi.hblks = lst.live_count;
+    mi.hblkhd = lst.live_bytes;
+    mi.fordblks = free_bytes + lst.cached_bytes;
     mi.uordblks = mi.arena > mi.fordblks ? mi.arena - mi.fordblks : 0;
     mi.ordblks = 1;
     return mi;

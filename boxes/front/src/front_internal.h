@@ -14,10 +14,14 @@ size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
 void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
 /* Unmaps cached mappings idle for at least delay ms (0: all). */
 size_t hk_large_purge(uint32_t delay, bool *pending);
-/* Mapped bytes and count of live large blocks, and bytes of cached free ones. */
-void hk_large_stats(size_t *live, size_t *count, size_t *cached);
-/* Blocks allocated and freed, mappings made and unmapped, mappings cached. */
-void hk_large_counts(uint64_t *allocs, uint64_t *frees, uint64_t *maps, uint64_t *unmaps, size_t *cached_n);
+/* Live large blocks (mapped bytes, count), cached free mappings (bytes,
+ * count), and since the start: blocks allocated and freed, mappings made
+ * and unmapped. */
+typedef struct hk_large_stats {
+    size_t live_bytes, live_count, cached_bytes, cached_count;
+    uint64_t allocs, frees, maps, unmaps;
+} hk_large_stats_t;
+void hk_large_stats(hk_large_stats_t *st);
 void hk_large_lock(void);
 void hk_large_unlock(void);
 

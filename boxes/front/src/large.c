@@ -216,24 +216,12 @@ size_t hk_large_purge(uint32_t delay, bool *pending)
     return given;
 }
 
-void hk_large_stats(size_t *live, size_t *count, size_t *cached)
+void hk_large_stats(hk_large_stats_t *st)
 {
     hk_lock(&large_lock);
-    *live = live_bytes;
-    *count = live_count;
-    *cached = cache_bytes;
+    *st = (hk_large_stats_t){live_bytes, live_count, cache_bytes, cache_n, n_allocs, n_frees, n_maps, 0};
     hk_unlock(&large_lock);
-}
-
-void hk_large_counts(uint64_t *allocs, uint64_t *frees, uint64_t *maps, uint64_t *unmaps, size_t *cached_n)
-{
-    hk_lock(&large_lock);
-    *allocs = n_allocs;
-    *frees = n_frees;
-    *maps = n_maps;
-    *cached_n = cache_n;
-    hk_unlock(&large_lock);
-    *unmaps = __atomic_load_n(&n_unmaps, __ATOMIC_RELAXED);
+    st->unmaps = __atomic_load_n(&n_unmaps, __ATOMIC_RELAXED);
 }
 
 void hk_large_lock(void) { hk_lock(&large_lock); }

@@ -108,18 +108,17 @@ int hak_stats_get(struct hak_stats *st)
         r->live_blocks = sub0(rs.allocs, rs.frees);
         st->live += r->live_blocks * rs.size;
     }
+    hk_large_stats_t lst;
+    hk_large_stats(&lst);
     struct hak_stats_class *r = &st->cls[st->nclass++];
-    size_t large_live, large_count, large_cached, cached_n;
-    hk_large_counts(&r->allocs, &r->frees, &r->refills, &r->flushes, &cached_n);
-    hk_large_stats(&large_live, &large_count, &large_cached);
-    r->kind = HAK_STATS_LARGE;
-    r->live_blocks = large_count;
-    r->cached_blocks = cached_n;
-    st->live += large_live;
+    *r = (struct hak_stats_class){.kind = HAK_STATS_LARGE, .allocs = lst.allocs, .frees = lst.frees,
+                                  .refills = lst.maps, .flushes = lst.unmaps,
+                                  .live_blocks = lst.live_count, .cached_blocks = lst.cached_count};
+    st->live += lst.live_bytes;
 
     hk_refill_stats_t rst;
-    hk_refill_stats(&rst);
-    st->mapped = rst.region_bytes + large_live + large_cached;
+    hk_region_stats(&rst); /* the classes were walked above */
+    st->mapped = rst.region_bytes + lst.live_bytes + lst.cached_bytes;
     st->returned = __atomic_load_n(&hk_bytes_returned, __ATOMIC_RELAXED);
     strncpy(st->backend, hk_os_mode(), sizeof st->backend - 1);
     read_status(st);

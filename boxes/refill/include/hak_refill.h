@@ -124,15 +124,18 @@ typedef struct hk_refill_stats {
     size_t slab_free_bytes;/* free blocks inside slabs */
 } hk_refill_stats_t;
 void hk_refill_stats(hk_refill_stats_t *st);
+/* Only the region figures (region_bytes, free_page_bytes): no class walk. */
+void hk_region_stats(hk_refill_stats_t *st);
 
-/* One class's figures for hak_stats_get. Small classes (1..HK_NCLASS-1):
- * out = blocks handed to thread caches or the program and not given back. */
+/* One class's figures (hak_stats_get, and summed for hk_refill_stats).
+ * Small classes (1..HK_NCLASS-1): out = blocks handed to thread caches or
+ * the program and not given back. */
 typedef struct hk_refill_class_stats {
     size_t size;           /* block size */
     uint64_t allocs, frees;/* medium classes only: small ones count in Box 1 */
     uint64_t refills;      /* small: thread-cache refills; medium: slabs made */
     uint64_t flushes;      /* small: blocks lists given back; medium: slabs returned */
-    int64_t out;
+    int64_t out;           /* small classes only */
     size_t central;        /* blocks in the central exchange */
     size_t slab_free;      /* free or not yet carved blocks in slabs */
     size_t slabs;          /* slabs mapped for the class */

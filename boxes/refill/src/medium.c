@@ -232,19 +232,6 @@ void hk_medium_purge(uint32_t delay, bool *pending)
     }
 }
 
-size_t hk_medium_free_bytes(void)
-{
-    size_t bytes = 0;
-    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
-        mclass_state_t *ms = &mclasses[m];
-        hk_lock(&ms->lock);
-        for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next)
-            bytes += (size_t)__builtin_popcount(pg->mfree) * msize[m];
-        hk_unlock(&ms->lock);
-    }
-    return bytes;
-}
-
 void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
 {
     mclass_state_t *ms = &mclasses[m];
@@ -255,7 +242,6 @@ void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
     st->refills = ms->made;
     st->flushes = ms->returned;
     st->slabs = ms->made - ms->returned;
-    st->out = (int64_t)(ms->allocs - ms->frees);
     for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next)
         st->slab_free += (size_t)__builtin_popcount(pg->mfree);
     hk_unlock(&ms->lock);

@@ -292,19 +292,18 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
 void hk_refill_stats(hk_refill_stats_t *st)
 {
     size_t central = 0, slab_free = 0;
-    for (unsigned i = HK_REFILL_SHARDS; i < HK_NCLASS * HK_REFILL_SHARDS; i++) {
-        unsigned c = i / HK_REFILL_SHARDS;
-        hk_class_state_t *cs = &classes[c][i % HK_REFILL_SHARDS];
-        hk_lock(&cs->lock);
-        for (unsigned i = 0; i < cs->nbatch; i++)
-            central += (size_t)cs->batch[i].n * hk_class_size[c];
-        for (hk_page_t *pg = cs->partial.head; pg; pg = pg->next)
-            slab_free += (size_t)(pg->capacity - pg->used) * hk_class_size[c];
-        hk_unlock(&cs->lock);
+    hk_refill_class_stats_t cs;
+    for (unsigned c = 1; c < HK_NCLASS; c++) {
+        hk_refill_class_stats(c, &cs);
+        central += cs.central * cs.size;
+        slab_free += cs.slab_free * cs.size;
+    }
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
+        hk_medium_class_stats(m, &cs);
+        slab_free += cs.slab_free * cs.size;
     }
     hk_region_stats(st);
     st->central_bytes = central;
-    slab_free += hk_medium_free_bytes();
     st->slab_free_bytes = slab_free;
 }
 

@@ -36,10 +36,8 @@ size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit);
  * and sets *pending when free resident memory remains for a later call. */
 size_t hk_region_purge(uint32_t delay, bool *pending);
 void hk_medium_purge(uint32_t delay, bool *pending);
-size_t hk_medium_free_bytes(void);
 void hk_medium_lock_all(void);
 void hk_medium_unlock_all(void);
-void hk_region_stats(hk_refill_stats_t *st);
 void hk_region_lock_all(void);
 void hk_region_unlock_all(void);
 void hk_region_reset_locks(void);

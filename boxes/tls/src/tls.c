@@ -92,7 +92,7 @@ static void rec_release(void)
 {
     hk_tls_rec_t *r = (hk_tls_rec_t *)hk_tls.count;
     hk_tls.count = shared_rec.allocs;
-    if (r == &shared_rec || r == NULL)
+    if (r == &shared_rec)
         return;
     hk_lock(&reg_lock);
     rec_retire(r);
