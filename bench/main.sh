@@ -7,18 +7,9 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # python3 and sqlite3 are also workloads ("real programs" run under each allocator).
-need_pkgs=(meson ninja-build gcc g++ pkg-config python3 sqlite3 gnuplot-nox
-           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4)
-missing=()
-for p in "${need_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "bench/main.sh: installing ${missing[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. .ci/need_pkgs.sh
+need_pkgs bench/main.sh meson ninja-build gcc g++ pkg-config python3 sqlite3 gnuplot-nox \
+    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
 # The default build, and for comparison: the shared-pool build (-Dpool_tls=false),
 # the hugepages backend (-Dmem_backend=hugepages: MAP_HUGETLB if vm.nr_hugepages

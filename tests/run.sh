@@ -7,19 +7,10 @@
 set -u
 cd "$(dirname "$0")/.."
 
-need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils
-           libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox
-           python3.11 libpython3.11-testsuite git)
-missing=()
-for p in "${need_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "tests/run.sh: installing ${missing[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null \
-        || { echo "tests/run.sh: apt-get install failed"; echo "0 passed, 1 failed"; exit 1; }
-fi
+. .ci/need_pkgs.sh
+need_pkgs tests/run.sh meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils \
+    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox python3.11 libpython3.11-testsuite git ||
+    { echo "0 passed, 1 failed"; exit 1; }
 
 # name | meson options | suites to run ("" = all)
 configs=(

@@ -30,11 +30,8 @@ secs="${1:-60}"
 fuzzer_rt() { ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; }
 if ! command -v clang-14 >/dev/null 2>&1 || ! fuzzer_rt || ! command -v meson >/dev/null 2>&1 ||
    ! command -v ninja >/dev/null 2>&1; then
-    echo "tests/fuzz/run.sh: installing clang-14 libclang-rt-14-dev meson ninja-build"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-        clang-14 libclang-rt-14-dev meson ninja-build pkg-config >/dev/null ||
-        { echo "tests/fuzz/run.sh: apt-get install failed"; exit 2; }
+    . .ci/need_pkgs.sh
+    need_pkgs tests/fuzz/run.sh clang-14 libclang-rt-14-dev meson ninja-build pkg-config || exit 2
 fi
 CC=clang-14
 

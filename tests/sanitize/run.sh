@@ -35,18 +35,9 @@ set -u
 cd "$(dirname "$0")/../.."
 what="${1:-all}"
 
-need_pkgs=(meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils libubsan1
-           clang-14 libclang-rt-14-dev)
-missing=()
-for p in "${need_pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "sanitize: installing ${missing[*]}"
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null ||
-        { echo "sanitize: apt-get install failed"; echo "0 passed, 1 failed"; exit 1; }
-fi
+. .ci/need_pkgs.sh
+need_pkgs sanitize meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils libubsan1 \
+    clang-14 libclang-rt-14-dev || { echo "0 passed, 1 failed"; exit 1; }
 
 pass=0
 fail=0
