@@ -106,12 +106,20 @@ static void append(blist_t *l, void *b)
     l->last = b;
 }
 
-/* Appends up to want blocks from the class's slabs to l, and ends it. */
+/* Never-used blocks handed out by one carve: at most this many bytes. A
+ * fresh block costs a page fault when its link is written, and those that
+ * wait unused in a thread cache cost it for nothing; a lock round trip per
+ * few blocks of 4 KiB and up is small next to the faults the program takes
+ * when it fills them (docs/design.md, "Carving"). */
+#define FRESH_BYTES (16u << 10)
+
+/* Appends up to want blocks from the class's slabs to l, and ends it:
+ * blocks given back to slabs first, then at most FRESH_BYTES of new ones. */
 static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
-    unsigned got = 0;
-    while (got < want) {
+    unsigned got = 0, fresh = 0, fresh_max = size >= FRESH_BYTES ? 1 : FRESH_BYTES / size;
+    while (got < want && fresh < fresh_max) {
         hk_page_t *pg = fullest(cs->partial.head);
         if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
@@ -122,7 +130,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             pg->used++;
             got++;
         }
-        while (got < want && pg->bump < pg->end) {
+        for (; got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
             append(l, pg->bump);
             pg->bump += size;
             pg->used++;
