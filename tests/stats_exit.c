@@ -1,4 +1,4 @@
-/* Runs itself with HAKMEM_STATS=1 (and with a malformed value) and checks what reaches stderr at exit. */
+/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and checks what reaches stderr at exit. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +69,17 @@ int main(int argc, char **argv)
         strstr(err, "allocs")) {
         fprintf(stderr, "stats_exit: a malformed HAKMEM_STATS must be reported and ignored; got:\n%s", err);
         failed = 1;
+    }
+    /* Out of range, and so long that it would wrap a 64-bit parse. */
+    static const char *const big[] = {"2", "99999999999999999999999"};
+    for (int i = 0; i < 2; i++) {
+        err = run_child(argv[0], big[i], &status);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+            !strstr(err, "hakmem: ignoring out-of-range HAKMEM_STATS") || strstr(err, "allocs")) {
+            fprintf(stderr, "stats_exit: HAKMEM_STATS=%s must be reported as out of range and ignored; got:\n%s",
+                    big[i], err);
+            failed = 1;
+        }
     }
     err = run_child(argv[0], "0", &status);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || err[0]) {

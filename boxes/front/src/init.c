@@ -53,7 +53,22 @@ static uintptr_t make_secret(void)
     return s | 1;
 }
 
-/* An unsigned decimal setting; a malformed value is reported once on stderr
+/* Reports once on stderr that a setting was ignored (why: "malformed" or
+ * "out-of-range"). hk_log does not allocate. */
+static void env_ignored(const char *why, const char *name)
+{
+    char msg[112] = "ignoring ";
+    size_t k = 9;
+    for (const char *t = why; *t && k < sizeof msg - 1; t++)
+        msg[k++] = *t;
+    msg[k++] = ' ';
+    for (const char *t = name; *t && k < sizeof msg - 1; t++)
+        msg[k++] = *t;
+    msg[k] = 0;
+    hk_log(msg);
+}
+
+/* An unsigned decimal setting in [0, max]; anything else is reported once
  * and the default kept. getenv does not allocate. */
 static unsigned env_uint(const char *name, unsigned def, unsigned max)
 {
@@ -61,19 +76,23 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
     if (!v || !*v)
         return def;
     unsigned long n = 0;
+    bool big = false;
     for (const char *s = v; *s; s++) {
-        if (*s < '0' || *s > '9' || n > max) {
-            char msg[96] = "ignoring malformed ";
-            size_t k = 19;
-            for (const char *t = name; *t && k < sizeof msg - 1; t++)
-                msg[k++] = *t;
-            msg[k] = 0;
-            hk_log(msg);
+        if (*s < '0' || *s > '9') {
+            env_ignored("malformed", name);
             return def;
         }
         n = n * 10 + (unsigned long)(*s - '0');
+        if (n > max) { /* clamped, so that a long number cannot wrap */
+            big = true;
+            n = (unsigned long)max + 1;
+        }
     }
-    return n > max ? def : (unsigned)n;
+    if (big) {
+        env_ignored("out-of-range", name);
+        return def;
+    }
+    return (unsigned)n;
 }
 
 void hk_init_slow(void)
