@@ -4,7 +4,17 @@
 
 #include <sys/mman.h>
 
-void *hk_os_reserve_slabs(size_t size) { return hk_os_reserve(size, HK_CHUNK_SIZE, true); }
+/* Slab regions are 2 MiB-aligned, so under THP "always" the first touch of
+ * a region would fault in a whole 2 MiB page and a purged 64 KiB span would
+ * not lower RSS: this backend promises 4 KiB pages, so it opts out (huge
+ * pages are the hugepages backend's job, where it measures that they pay). */
+void *hk_os_reserve_slabs(size_t size)
+{
+    void *p = hk_os_reserve(size, HK_CHUNK_SIZE, true);
+    if (p)
+        madvise(p, size, MADV_NOHUGEPAGE); /* a kernel without THP refuses: nothing to opt out of */
+    return p;
+}
 
 void hk_os_decommit(void *p, size_t size)
 {

@@ -1,0 +1,127 @@
+/* Checks that the mmap backend keeps 4 KiB pages for its slab regions when the system's THP mode is "always" (root only: sets the mode and restores it). */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hakmem.h"
+
+#define THP_PATH "/sys/kernel/mm/transparent_hugepage/enabled"
+
+static char saved[64];
+
+static int write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    int ok = fputs(text, f) >= 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static void restore(void)
+{
+    if (saved[0])
+        write_file(THP_PATH, saved);
+}
+
+static void on_signal(int sig)
+{
+    restore();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* Sum of one smaps field (kB) over the mappings that hold addresses in
+ * [lo, hi]: the slab regions the blocks came from. */
+static long smaps_kb(const char *field, unsigned long lo, unsigned long hi)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    unsigned long a = 0, b = 0;
+    bool in = false;
+    long sum = 0;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2)
+            in = b > lo && a <= hi;
+        else if (in && !strncmp(line, field, n))
+            sum += atol(line + n);
+    }
+    fclose(f);
+    return sum;
+}
+
+/* 1 MiB in 16 B-16 KiB blocks, one byte written in each: with huge pages on
+ * first touch this would make every slab region a 2 MiB page. */
+static int child(void)
+{
+    enum { N = 600 };
+    static char *v[N];
+    unsigned long lo = ~0ul, hi = 0;
+    size_t total = 0;
+    for (int i = 0; i < N && total < (1u << 20); i++) {
+        size_t size = 16u << (i % 11);
+        v[i] = hak_malloc(size);
+        if (!v[i])
+            return 2;
+        v[i][0] = 1;
+        total += size;
+        unsigned long p = (unsigned long)v[i];
+        lo = p < lo ? p : lo;
+        hi = p > hi ? p : hi;
+    }
+    long huge = smaps_kb("AnonHugePages:", lo, hi), rss = smaps_kb("Rss:", lo, hi);
+    printf("thp-always: %zu KiB in blocks; their regions: Rss %ld KiB, AnonHugePages %ld KiB\n", total / 1024, rss,
+           huge);
+    return huge == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--child"))
+        return child();
+    if (strstr(hak_version(), "backend=hugepages"))
+        return 77; /* that backend asks for huge pages on purpose */
+    FILE *f = fopen(THP_PATH, "r");
+    if (!f || !fgets(saved, sizeof saved, f) || geteuid() != 0) {
+        printf("thp-always: needs root and %s: skipped\n", THP_PATH);
+        return 77;
+    }
+    fclose(f);
+    /* "always [madvise] never" -> "madvise" */
+    char *l = strchr(saved, '['), *r = l ? strchr(l, ']') : NULL;
+    if (!l || !r)
+        return 77;
+    memmove(saved, l + 1, (size_t)(r - l - 1));
+    saved[r - l - 1] = 0;
+    atexit(restore);
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    if (write_file(THP_PATH, "always") != 0) {
+        printf("thp-always: cannot set THP to always: skipped\n");
+        saved[0] = 0;
+        return 77;
+    }
+    /* A fresh process, so that the regions are mapped under the new mode. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(argv[0], argv[0], "--child", (char *)NULL);
+        _exit(3);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    restore();
+    saved[0] = 0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("thp-always: the slab regions took huge pages (or the child failed: status %d)\n", status);
+        return 1;
+    }
+    return 0;
+}
