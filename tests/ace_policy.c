@@ -1,4 +1,5 @@
-/* ace_policy.c — tests Box 3 (ACE) in a learning build: ring overflow drops without blocking, parameters apply only at refill/flush, and the learner converges. */
+/* ace_policy.c — tests Box 3 (ACE) in a learning build: ring overflow drops without blocking, parameters apply only at refill/flush, the learner converges, and a class settled on short-lived threads is still heard. */
+#define _GNU_SOURCE /* pthread_barrier_t */
 #include "hak_policy.h"
 #include "hak_tls.h"
 #include "test_alloc_names.h"
@@ -162,10 +163,91 @@ static int test_converge(void)
     return 0;
 }
 
+/* ---- settled classes: fewer events written, none lost from the counts, --
+ * ---- and a change of behaviour still heard ----------------------------- */
+
+static void *short_life(void *arg)
+{
+    unsigned c = (unsigned)(uintptr_t)arg;
+    hk_policy_event(HK_EV_REFILL, c, 8);
+    hk_policy_event(HK_EV_DRAIN, 0, 0);
+    return NULL;
+}
+
+static pthread_barrier_t all_alive;
+
+static void *churn_life(void *arg)
+{
+    unsigned c = (unsigned)(uintptr_t)arg;
+    pthread_barrier_wait(&all_alive);
+    for (unsigned i = 0; i < 4; i++)
+        hk_policy_event(i & 1 ? HK_EV_FLUSH : HK_EV_REFILL, c, 8);
+    pthread_barrier_wait(&all_alive);
+    return NULL;
+}
+
+static int test_settle(void)
+{
+    /* 512 B: nothing else in this test allocates it, and churn can grow its cap. */
+    const unsigned c = hk_class_by16[(512 + 15) >> 4];
+    const unsigned threads = 2000;
+    hk_ace_stats_t before, after;
+    hk_ace_stats(&before);
+    /* Threads that each make one refill of c and exit: after two
+     * short-lived verdicts the class hears a few rings only. */
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, short_life, (void *)(uintptr_t)c) == 0, "pthread_create");
+        pthread_join(t, NULL);
+        hk_policy_learn(hk_now_ms());
+    }
+    hk_ace_stats(&after);
+    uint64_t skipped = after.skipped - before.skipped, refills = after.refills - before.refills;
+    printf("settle: %u short-lived threads: %llu refills counted, %llu of them skipped; batch %u (fixed %u)\n",
+           threads, (unsigned long long)refills, (unsigned long long)skipped, hk_policy_batch(c),
+           hk_policy_fixed_batch(c));
+    CHECK(skipped >= threads / 2, "a settled class skips most events");
+    CHECK(refills >= threads, "skipped events are still counted");
+    CHECK(hk_policy_batch(c) < hk_policy_fixed_batch(c) || hk_policy_fixed_batch(c) <= 2,
+          "the short-lived verdict stands");
+    /* A thread that stays and churns the class: first a pass in which its
+     * ring is deaf (one event, skipped), then its churn must be heard within
+     * a few passes (the heard rings move), and then every ring again. */
+    unsigned pass = 0;
+    for (bool deaf = false; !deaf; pass++) {
+        CHECK(pass < 64, "the settled class never skipped this thread's ring");
+        hk_ace_stats(&before);
+        hk_policy_event(HK_EV_REFILL, c, 8);
+        hk_ace_stats(&after);
+        deaf = after.skipped > before.skipped;
+        hk_policy_learn(hk_now_ms());
+    }
+    unsigned cap = hk_policy_cap(c);
+    for (pass = 0; pass < 64 && hk_policy_cap(c) == cap; pass++) {
+        for (unsigned i = 0; i < 32; i++)
+            hk_policy_event(i & 1 ? HK_EV_FLUSH : HK_EV_REFILL, c, 8);
+        hk_policy_learn(hk_now_ms());
+    }
+    printf("settle: churn heard after %u passes: cap %u -> %u\n", pass, cap, hk_policy_cap(c));
+    CHECK(hk_policy_cap(c) > cap, "a long-lived thread's churn is heard");
+    /* Eight threads alive at once (eight stacks, so rings all over): a
+     * class still deaf to 60 of 64 rings would skip some of their events. */
+    hk_ace_stats(&before);
+    pthread_t t[8];
+    pthread_barrier_init(&all_alive, NULL, 8);
+    for (unsigned i = 0; i < 8; i++)
+        CHECK(pthread_create(&t[i], NULL, churn_life, (void *)(uintptr_t)c) == 0, "pthread_create");
+    for (unsigned i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    hk_ace_stats(&after);
+    CHECK(after.skipped == before.skipped, "an unsettled class hears every event");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s overflow|scope|converge\n", argv[0]);
+        fprintf(stderr, "usage: %s overflow|scope|converge|settle\n", argv[0]);
         return 2;
     }
     if (!strcmp(argv[1], "overflow"))
@@ -174,5 +256,7 @@ int main(int argc, char **argv)
         return test_scope();
     if (!strcmp(argv[1], "converge"))
         return test_converge();
+    if (!strcmp(argv[1], "settle"))
+        return test_settle();
     return 2;
 }

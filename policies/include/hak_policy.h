@@ -45,9 +45,11 @@ void hk_policy_configure(bool learning, bool trace);
 /* fork child: locks held by threads that did not survive are released. */
 void hk_policy_fork_child(void);
 
-/* Box 3's counters, for tests and the trace summary. */
+/* Box 3's counters, for tests and the trace summary: events kept in a ring,
+ * dropped (ring full or busy), skipped (a settled class not hearing that
+ * thread); refills, flushes and drains count all three. */
 typedef struct hk_ace_stats {
-    uint64_t events, dropped, refills, flushes, drains, decisions, learns;
+    uint64_t events, dropped, skipped, refills, flushes, drains, decisions, learns;
 } hk_ace_stats_t;
 void hk_ace_stats(hk_ace_stats_t *st);
 /* Tests: while held, the learner does not run (a learner far slower than

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs hakmem's test suite under UndefinedBehaviorSanitizer and its multithreaded plain programs under ThreadSanitizer; prints "N passed, N failed".
 #
-#   bash tests/sanitize/run.sh              # both parts (about 5 minutes on 2 cores)
+#   bash tests/sanitize/run.sh              # all three parts ((a) and (b) about 5 minutes on 2 cores, (c) 2.5 more)
 #   bash tests/sanitize/run.sh ubsan        # only (a)
 #   bash tests/sanitize/run.sh tsan         # only (b)
+#   bash tests/sanitize/run.sh ubsan-learning   # only (c)
 #
 # (a) UBSan: the whole suite (every meson test, Criterion ones included) in
 #     build/sanitize-ubsan, built with -fsanitize=undefined and
@@ -28,6 +29,11 @@
 #     thread_churn's RSS check is only kept trivially true (1,100 threads,
 #     measured from 1,000), since TSan keeps ~7 KiB of its own per dead
 #     thread; the leak check is the plain build's job.
+# (c) UBSan over a learning build (-Dlearning=true, Box 3 ACE) in
+#     build/sanitize-ubsan-learning, same flags and report files as (a), but
+#     only the suites where Box 3 runs hard (ace, threads, api: rings, learner,
+#     thread exits by the thousand), to keep it near 2.5 minutes (build included); the rest of
+#     a learning build is the code (a) already covers.
 #
 # Environment: SANITIZE_TSAN_OPTIONS adds TSan options (e.g. halt_on_error=0
 # to list every race in one run).
@@ -62,26 +68,31 @@ setup_build() {
     return 1
 }
 
-# ---- (a) UndefinedBehaviorSanitizer: the whole suite ------------------------------
+# ---- (a) and (c) UndefinedBehaviorSanitizer: the whole suite, or some suites --------
+# run_ubsan NAME DIR "MESON OPTIONS" [SUITE...]: no suite named is the whole suite.
 run_ubsan() {
-    local dir=build/sanitize-ubsan t0=$SECONDS
-    echo "=== UBSan: full test suite ($dir) ==="
+    local name=$1 dir=$2 opts=$3 t0=$SECONDS
+    shift 3
+    local suites=()
+    for x in "$@"; do suites+=(--suite "$x"); done
+    echo "=== $name: ${*:-full test suite} ($dir) ==="
+    # shellcheck disable=SC2086
     if ! setup_build "$dir" -Db_sanitize=undefined -Db_lundef=false -Dbuildtype=debugoptimized \
-            -Dc_args=-fno-sanitize-recover=all -Dcpp_args=-fno-sanitize-recover=all ||
+            -Dc_args=-fno-sanitize-recover=all -Dcpp_args=-fno-sanitize-recover=all $opts ||
        ! ninja -C "$dir" >"$dir.build.log" 2>&1; then
         tail -40 "$dir.build.log" 2>/dev/null
-        echo "ubsan: build FAILED"
-        ko "ubsan-build"
+        echo "$name: build FAILED"
+        ko "$name-build"
         return
     fi
     local reports="$PWD/$dir/ubsan-reports"
     rm -rf "$reports" && mkdir -p "$reports"
     rm -f "$dir/meson-logs/testlog.json"
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=0:exitcode=1:log_path=$reports/ubsan" \
-        meson test -C "$dir" --print-errorlogs >"$dir.test.log" 2>&1
+        meson test -C "$dir" --print-errorlogs "${suites[@]}" >"$dir.test.log" 2>&1
     grep -E '^ *[0-9]+/[0-9]+ ' "$dir.test.log" | grep -vE ' OK | SKIP ' | sort -u
     local p f names
-    read -r p f names < <(python3 - "$dir/meson-logs/testlog.json" <<'PY'
+    read -r p f names < <(python3 - "$dir/meson-logs/testlog.json" "$name" <<'PY'
 import json, sys
 ok = bad = 0
 names = []
@@ -92,10 +103,10 @@ try:
             ok += 1
         elif r["result"] != "SKIP":
             bad += 1
-            names.append("ubsan:" + r["name"].split(" / ")[-1])
+            names.append(sys.argv[2] + ":" + r["name"].split(" / ")[-1])
 except OSError:
     bad += 1
-    names.append("ubsan:no-testlog")
+    names.append(sys.argv[2] + ":no-testlog")
 print(ok, bad, " ".join(names))
 PY
 )
@@ -107,13 +118,13 @@ PY
     local nrep
     nrep=$(find "$reports" -type f | wc -l)
     if [ "$nrep" -gt 0 ]; then
-        echo "ubsan: $nrep process(es) reported undefined behaviour:"
+        echo "$name: $nrep process(es) reported undefined behaviour:"
         find "$reports" -type f | head -5 | while read -r r; do echo "--- $r"; head -30 "$r"; done
-        ko "ubsan:reports"
+        ko "$name:reports"
     else
         ok
     fi
-    echo "ubsan: $p tests passed, $f failed, $nrep report file(s); $((SECONDS - t0)) s (log $dir.test.log)"
+    echo "$name: $p tests passed, $f failed, $nrep report file(s); $((SECONDS - t0)) s (log $dir.test.log)"
 }
 
 # ---- (b) ThreadSanitizer: the multithreaded plain programs ----------------------
@@ -165,11 +176,15 @@ run_tsan() {
     echo "tsan: $((SECONDS - t0)) s"
 }
 
+ubsan_all() { run_ubsan ubsan build/sanitize-ubsan ""; }
+ubsan_learning() { run_ubsan ubsan-learning build/sanitize-ubsan-learning -Dlearning=true ace threads api; }
+
 case $what in
-all) run_ubsan; run_tsan ;;
-ubsan) run_ubsan ;;
+all) ubsan_all; ubsan_learning; run_tsan ;;
+ubsan) ubsan_all ;;
+ubsan-learning) ubsan_learning ;;
 tsan) run_tsan ;;
-*) echo "usage: tests/sanitize/run.sh [all|ubsan|tsan]"; exit 2 ;;
+*) echo "usage: tests/sanitize/run.sh [all|ubsan|ubsan-learning|tsan]"; exit 2 ;;
 esac
 
 [ ${#failed_names[@]} -gt 0 ] && echo "failed: ${failed_names[*]}"
