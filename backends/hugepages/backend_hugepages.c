@@ -185,27 +185,32 @@ static void *reserve_hugetlb(size_t size)
  * was touched is: hakmem leaves much of its address space untouched (uncarved
  * slab tails, medium blocks written only at the front, the header page), and a
  * program of 64 medium blocks measured 23 times the mmap backend's peak RSS
- * with every region on a huge page. So a region starts on 4 KiB pages, and
- * when the heap grows (a new region is needed) the most recent regions are
- * checked with mincore: one with at least 7/8 of its pages resident is
- * collapsed into a transparent huge page in place (MADV_COLLAPSE; at most
- * 256 KiB more resident), and while the latest region checked was that dense
- * new regions get huge pages from the start: MAP_HUGETLB, else THP opted in
- * before the first touch. How much of those is used cannot be measured (a
- * huge page is resident as a whole), so every PROBE_EVERY-th region stays on
- * 4 KiB pages to check again: a heap that turns sparse overpays for at most
- * PROBE_EVERY - 1 regions. */
-#define CANDIDATES 16
+ * with every region on a huge page. So regions start on 4 KiB pages, and now
+ * and then one of them is a probe: at the next reservation (Box 2 asks for a
+ * region when the others are full, so the probe has been carved by then) its
+ * resident pages are counted with one mincore. While the last probe had at
+ * least 7/8 of its pages resident, new regions get huge pages from their
+ * first touch: MAP_HUGETLB, else THP opted in before the first fault, so one
+ * fault takes the huge page (no 512 small faults, no collapse).
+ *
+ * How much of a huge page gets used cannot be measured (it is resident as a
+ * whole), so probes continue while the heap is dense: one region in
+ * max(PROBE_EVERY, held / PROBE_SHARE) stays on 4 KiB pages, and a heap that
+ * turns sparse overpays for fewer regions than that. A dense probe is opted
+ * into THP afterwards; khugepaged may collapse it in its own time. Nothing is
+ * collapsed here: MADV_COLLAPSE copies 2 MiB (257 µs a call under strace,
+ * 26 calls in one run of bench_frag) while Box 2 holds its region lock.
+ * And only one region is counted per probe, never a list of candidates per
+ * reservation: a medium-block loop that maps and unmaps regions all the time
+ * made 16 mincore calls per region (3058 in one run of loop_32769_1048576). */
 #define DENSE_PAGES (HK_CHUNK_SIZE / HK_OS_PAGE * 7 / 8)
 #define PROBE_EVERY 4
-#ifndef MADV_COLLAPSE
-#define MADV_COLLAPSE 25
-#endif
+#define PROBE_SHARE 8
 
-static hk_lock_t cand_lock = HK_LOCK_INIT; /* the candidates and the density state */
-static uintptr_t cand[CANDIDATES];          /* 4 KiB-paged regions, oldest first */
-static unsigned cand_n, reserved_n;
-static bool heap_dense;
+static hk_lock_t probe_lock = HK_LOCK_INIT; /* the probe and the density state */
+static uintptr_t probe;                      /* a 4 KiB region to count at the next reservation */
+static size_t next_probe, reserved_n;
+static bool heap_dense, measured;
 
 static unsigned resident_pages(uintptr_t a)
 {
@@ -218,42 +223,27 @@ static unsigned resident_pages(uintptr_t a)
     return n;
 }
 
-static void cand_drop(unsigned i)
+/* Caller holds probe_lock: counts the probe, and opts a dense one into THP
+ * ("always": the kernel gave it huge pages already if it could; "never" is
+ * the administrator's word). */
+static void measure_probe(void)
 {
-    memmove(&cand[i], &cand[i + 1], (cand_n - i - 1) * sizeof cand[0]);
-    cand_n--;
-}
-
-/* Caller holds cand_lock: collapses the dense candidates (when THP may be
- * used) and notes whether the newest one was dense. */
-static void promote_dense(void)
-{
-    int m = thp();
-    for (unsigned i = 0; i < cand_n;) {
-        uintptr_t a = cand[i];
-        bool dense = resident_pages(a) >= DENSE_PAGES;
-        if (i == cand_n - 1)
-            heap_dense = dense;
-        if (!dense) {
-            i++;
-            continue;
-        }
-        /* "always": the kernel backed it with a huge page already if it
-         * could; "never" is the administrator's word. Else collapse now, or
-         * (kernels before 6.1) opt it in and let khugepaged do it later. */
-        if (m == THP_MADVISE && (madvise((void *)a, HK_CHUNK_SIZE, MADV_COLLAPSE) == 0 ||
-                                 madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0)) {
-            set_kind(a, HK_CHUNK_SIZE, KIND_THP);
-            __atomic_sub_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
-            __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
-        }
-        cand_drop(i);
+    uintptr_t a = probe;
+    probe = 0;
+    if (!measured)
+        next_probe = reserved_n + PROBE_EVERY;
+    measured = true;
+    heap_dense = resident_pages(a) >= DENSE_PAGES;
+    if (heap_dense && thp() == THP_MADVISE && madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0 &&
+        set_kind(a, HK_CHUNK_SIZE, KIND_THP)) {
+        __atomic_sub_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
     }
 }
 
 void *hk_os_reserve_slabs(size_t size)
 {
-    hk_lock(&cand_lock);
+    hk_lock(&probe_lock);
     /* Small programs do not pay: while a process holds fewer than
      * SMALL_REGIONS regions nothing is promoted, so a program that fits in
      * them uses exactly what it would with the mmap backend. */
@@ -261,27 +251,28 @@ void *hk_os_reserve_slabs(size_t size)
                   __atomic_load_n(&thp_regions, __ATOMIC_RELAXED) +
                   __atomic_load_n(&plain_regions, __ATOMIC_RELAXED);
     bool grown = held >= SMALL_REGIONS && size == HK_CHUNK_SIZE;
-    if (grown)
-        promote_dense();
-    bool probe = ++reserved_n % PROBE_EVERY == 0;
-    bool huge = grown && heap_dense && !probe;
+    if (grown && probe)
+        measure_probe();
+    /* Until the first count, every region is a probe: the first region a
+     * grown heap counts is then the one filled last. */
+    bool probing = size == HK_CHUNK_SIZE && (!measured || ++reserved_n >= next_probe);
+    if (probing && measured) {
+        size_t every = held / PROBE_SHARE > PROBE_EVERY ? held / PROBE_SHARE : PROBE_EVERY;
+        next_probe = reserved_n + every;
+    }
+    bool huge = grown && heap_dense && !probing;
     void *p = huge ? reserve_hugetlb(size) : NULL;
     if (!p && (p = hk_os_reserve(size, HK_CHUNK_SIZE, true))) {
-        /* A dense heap's next region opts into THP before its first touch:
-         * one fault takes the huge page (no 512 small faults and a collapse). */
         if (huge && thp() == THP_MADVISE && madvise(p, size, MADV_HUGEPAGE) == 0 &&
             set_kind((uintptr_t)p, size, KIND_THP)) {
             __atomic_add_fetch(&thp_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
         } else if (set_kind((uintptr_t)p, size, KIND_4K)) {
             __atomic_add_fetch(&plain_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
-            if (size == HK_CHUNK_SIZE) {
-                if (cand_n == CANDIDATES)
-                    cand_drop(0); /* the oldest stays on 4 KiB pages */
-                cand[cand_n++] = (uintptr_t)p;
-            }
+            if (probing)
+                probe = (uintptr_t)p;
         }
     }
-    hk_unlock(&cand_lock);
+    hk_unlock(&probe_lock);
     return p;
 }
 
@@ -325,14 +316,11 @@ void hk_os_release(void *p, size_t size)
      * munmap: afterwards another thread may map the same address. */
     if (size == HK_CHUNK_SIZE && !((uintptr_t)p & (HK_CHUNK_SIZE - 1))) {
         unsigned kind = kind_of((uintptr_t)p);
-        if (kind == KIND_4K) { /* no collapse of what may be a large block soon */
-            hk_lock(&cand_lock);
-            for (unsigned i = 0; i < cand_n; i++)
-                if (cand[i] == (uintptr_t)p) {
-                    cand_drop(i);
-                    break;
-                }
-            hk_unlock(&cand_lock);
+        if (kind == KIND_4K) { /* never count (or opt in) what may be a large block soon */
+            hk_lock(&probe_lock);
+            if (probe == (uintptr_t)p)
+                probe = 0;
+            hk_unlock(&probe_lock);
         }
         if (kind == KIND_HUGETLB) {
             set_kind((uintptr_t)p, size, KIND_PLAIN);
