@@ -75,7 +75,7 @@ HK_INLINE void *alloc(size_t n)
     return small_miss(c);
 }
 
-void *hak_malloc(size_t n) { return alloc(n); }
+HK_HOT_ENTRY void *hak_malloc(size_t n) { return alloc(n); }
 
 void *hak_calloc(size_t nmemb, size_t size)
 {
@@ -197,7 +197,7 @@ static HK_NOINLINE HK_COLD void free_invalid(void *p)
 }
 static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
 
-void hak_free(void *p)
+HK_HOT_ENTRY void hak_free(void *p)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
     if (HK_UNLIKELY(ch == NULL)) {
