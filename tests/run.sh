@@ -21,7 +21,7 @@ configs=(
     # Every suite but the 3-minute soak (the plateau runs are the default build's job).
     "hugepages|-Dmem_backend=hugepages|api stats misuse oom threads cxx preload real layout glibc hugepages"
     # The same for the learning policy (Box 3).
-    "learning|-Dlearning=true|api stats misuse oom threads cxx preload real layout glibc ace"
+    "learning|-Dlearning=true|api stats misuse oom threads cxx preload real layout glibc hugepages ace"
 )
 only="${HAKMEM_TEST_CONFIGS:-}"
 

@@ -1,4 +1,4 @@
-/* Checks that the mmap backend keeps 4 KiB pages for its slab regions when the system's THP mode is "always" (root only: sets the mode and restores it). */
+/* Checks that under the system's THP mode "always" a small program's slab regions stay on 4 KiB pages with either backend, and that the hugepages backend still gives a dense heap huge pages (root only: sets the mode and restores it). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdbool.h>
@@ -83,12 +83,46 @@ static int child(void)
     return huge == 0 ? 0 : 1;
 }
 
+/* 48 MiB of 64 B blocks, all written: dense enough for the hugepages
+ * backend to put its later regions on huge pages. */
+static int child_dense(void)
+{
+    enum { SIZE = 64, N = (48 << 20) / SIZE };
+    static char *v[N];
+    unsigned long lo = ~0ul, hi = 0;
+    for (size_t i = 0; i < N; i++) {
+        if (!(v[i] = hak_malloc(SIZE)))
+            return 2;
+        memset(v[i], 1, SIZE);
+        unsigned long p = (unsigned long)v[i];
+        lo = p < lo ? p : lo;
+        hi = p > hi ? p : hi;
+    }
+    long huge = smaps_kb("AnonHugePages:", lo, hi);
+    printf("thp-always: 48 MiB of 64 B blocks; AnonHugePages %ld KiB in their regions\n", huge);
+    return huge >= 8 * 2048 ? 0 : 1;
+}
+
+static int run_child(const char *self, const char *mode)
+{
+    /* A fresh process, so that the regions are mapped under the new mode. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl(self, self, mode, (char *)NULL);
+        _exit(3);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 4;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--child"))
         return child();
-    if (strstr(hak_version(), "backend=hugepages"))
-        return 77; /* that backend asks for huge pages on purpose */
+    if (argc > 1 && !strcmp(argv[1], "--dense"))
+        return child_dense();
+    bool hugepages = strstr(hak_version(), "backend=hugepages") != NULL;
     FILE *f = fopen(THP_PATH, "r");
     if (!f || !fgets(saved, sizeof saved, f) || geteuid() != 0) {
         printf("thp-always: needs root and %s: skipped\n", THP_PATH);
@@ -109,18 +143,17 @@ int main(int argc, char **argv)
         saved[0] = 0;
         return 77;
     }
-    /* A fresh process, so that the regions are mapped under the new mode. */
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl(argv[0], argv[0], "--child", (char *)NULL);
-        _exit(3);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
+    int small = run_child(argv[0], "--child");
+    int dense = hugepages ? run_child(argv[0], "--dense") : 0;
     restore();
     saved[0] = 0;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        printf("thp-always: the slab regions took huge pages (or the child failed: status %d)\n", status);
+    if (small != 0) {
+        printf("thp-always: a small program's slab regions took huge pages (or the child failed: status %d)\n", small);
+        return 1;
+    }
+    if (dense != 0) {
+        printf("thp-always: a dense heap got no huge pages from the hugepages backend (or the child failed: "
+               "status %d)\n", dense);
         return 1;
     }
     return 0;

@@ -224,8 +224,8 @@ static unsigned resident_pages(uintptr_t a)
 }
 
 /* Caller holds probe_lock: counts the probe, and opts a dense one into THP
- * ("always": the kernel gave it huge pages already if it could; "never" is
- * the administrator's word). */
+ * ("never" is the administrator's word; under "always" this undoes the
+ * MADV_NOHUGEPAGE every 4 KiB region gets). */
 static void measure_probe(void)
 {
     uintptr_t a = probe;
@@ -234,7 +234,7 @@ static void measure_probe(void)
         next_probe = reserved_n + PROBE_EVERY;
     measured = true;
     heap_dense = resident_pages(a) >= DENSE_PAGES;
-    if (heap_dense && thp() == THP_MADVISE && madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0 &&
+    if (heap_dense && thp() != THP_NEVER && madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0 &&
         set_kind(a, HK_CHUNK_SIZE, KIND_THP)) {
         __atomic_sub_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
@@ -263,10 +263,14 @@ void *hk_os_reserve_slabs(size_t size)
     bool huge = grown && heap_dense && !probing;
     void *p = huge ? reserve_hugetlb(size) : NULL;
     if (!p && (p = hk_os_reserve(size, HK_CHUNK_SIZE, true))) {
-        if (huge && thp() == THP_MADVISE && madvise(p, size, MADV_HUGEPAGE) == 0 &&
+        if (huge && thp() != THP_NEVER && madvise(p, size, MADV_HUGEPAGE) == 0 &&
             set_kind((uintptr_t)p, size, KIND_THP)) {
             __atomic_add_fetch(&thp_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
         } else if (set_kind((uintptr_t)p, size, KIND_4K)) {
+            /* Under THP "always" the first touch would take a huge page:
+             * the dense rule holds in every mode, as with the mmap backend. */
+            if (thp() == THP_ALWAYS)
+                madvise(p, size, MADV_NOHUGEPAGE);
             __atomic_add_fetch(&plain_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
             if (probing)
                 probe = (uintptr_t)p;
@@ -366,7 +370,7 @@ static char *put_fallback(char *at)
 {
     switch (thp()) {
     case THP_ALWAYS:
-        return put(at, "transparent huge pages (always)");
+        return put(at, "transparent huge pages (always) for dense regions");
     case THP_MADVISE:
         return put(at, "transparent huge pages (madvise) for dense regions");
     default:
