@@ -8,7 +8,7 @@ learning build with HAKMEM_LEARNING=0: fixed behaviour plus an event counter) sh
 noise is.
 
     python3 bench/ab.py --reps 11 --arm fixed=/tmp/f/libhakmem.so --arm learn=/tmp/l/libhakmem.so \\
-        --arm learn0=/tmp/l/libhakmem.so:HAKMEM_LEARNING=0 "churn_4:bench_churn 2000 4 100"
+        --arm learn0=/tmp/l/libhakmem.so:HAKMEM_LEARNING=0 "churn_4:build/bench-programs/bench_churn 2000 4 100"
 
 A command is NAME:ARGV (split like a shell line); each rep runs every command under every arm, the
 arms' order rotating from one rep to the next. Python 3 standard library only.

@@ -6,16 +6,20 @@
 # PROGRAMS_DIR holds the bench_* programs as bench/run.py builds them (its --build-dir).
 # The arguments are the suite's, shortened (callgrind runs ~50x slower).
 set -eu
+if [ $# -lt 2 ]; then
+    echo "usage: bash bench/callgrind.sh PROGRAMS_DIR LIB.so [LIB.so ...]  (needs valgrind)" >&2
+    exit 2
+fi
 dir=$1
 shift
 workloads=(
     "loop_8_64|bench_loop 8 64 64 2000000"
     "loop_8_1024|bench_loop 8 1024 64 1000000"
-    "loop_1k_32k|bench_loop 1024 32768 64 1000000"
-    "loop_8k_32k|bench_loop 8192 32768 64 1000000"
-    "loop_8k_32k_t2|bench_loop 8192 32768 64 500000 2"
-    "loop_32k_1m|bench_loop 32769 1048576 64 100000"
-    "loop_1m_8m|bench_loop 1048577 8388608 64 10000"
+    "loop_1024_32768|bench_loop 1024 32768 64 1000000"
+    "loop_8192_32768|bench_loop 8192 32768 64 1000000"
+    "loop_8192_32768_t2|bench_loop 8192 32768 64 500000 2"
+    "loop_32769_1048576|bench_loop 32769 1048576 64 100000"
+    "loop_1048577_8388608|bench_loop 1048577 8388608 64 10000"
     "threads_1|bench_threads 1 1024 1000000"
     "threads_2|bench_threads 2 1024 500000"
     "threads_4|bench_threads 4 1024 250000"
@@ -30,12 +34,12 @@ workloads=(
     "phase|bench_phase 500000 20000 0"
     "randaccess_64m|bench_randaccess 64 64 300000"
 )
-printf "%-16s" workload
+printf "%-22s" workload
 for lib in "$@"; do printf " %14s" "$(basename "$(dirname "$lib")")"; done
 printf " %9s\n" "last/first"
 for w in "${workloads[@]}"; do
     IFS='|' read -r name cmd <<<"$w"
-    printf "%-16s" "$name"
+    printf "%-22s" "$name"
     first= last=
     for lib in "$@"; do
         # shellcheck disable=SC2086
