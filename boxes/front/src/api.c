@@ -252,7 +252,7 @@ void *hak_realloc(void *p, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    /* A block grown in small steps gets a quarter more than asked, so a
+    /* A block grown in small steps grows to 5/4 of its current size, so a
      * string or vector growing by appends moves every 25%, not at every
      * class boundary (12.5%): copies stay amortised O(1) per byte. */
     size_t want = n > old && n - old < old / 4 ? old + old / 4 : n;

@@ -133,7 +133,8 @@ void hak_stats_print(FILE *out)
     hk_lock(&print_lock);
     st.version = HAK_STATS_VERSION;
     hak_stats_get(&st);
-    fprintf(out, "hakmem %s\n  pages: %s\n", hak_version(), st.backend);
+    /* The whole mode line: st.backend keeps only its first 95 bytes. */
+    fprintf(out, "hakmem %s\n  pages: %s\n", hak_version(), hk_os_mode());
     fprintf(out, "  %-6s %8s %12s %12s %9s %9s %9s %7s %7s %8s %6s %5s %5s\n", "kind", "size", "allocs",
             "frees", "refills", "flushes", "live", "cached", "central", "slabfree", "slabs", "cap",
             "batch");
