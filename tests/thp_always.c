@@ -58,6 +58,14 @@ static long smaps_kb(const char *field, unsigned long lo, unsigned long hi)
     return sum;
 }
 
+/* The address range the blocks came from, widened to hold p. */
+static void widen(unsigned long *lo, unsigned long *hi, const void *p)
+{
+    unsigned long a = (unsigned long)p;
+    *lo = a < *lo ? a : *lo;
+    *hi = a > *hi ? a : *hi;
+}
+
 /* 1 MiB in 16 B-16 KiB blocks, one byte written in each: with huge pages on
  * first touch this would make every slab region a 2 MiB page. */
 static int child(void)
@@ -73,9 +81,7 @@ static int child(void)
             return 2;
         v[i][0] = 1;
         total += size;
-        unsigned long p = (unsigned long)v[i];
-        lo = p < lo ? p : lo;
-        hi = p > hi ? p : hi;
+        widen(&lo, &hi, v[i]);
     }
     long huge = smaps_kb("AnonHugePages:", lo, hi), rss = smaps_kb("Rss:", lo, hi);
     printf("thp-always: %zu KiB in blocks; their regions: Rss %ld KiB, AnonHugePages %ld KiB\n", total / 1024, rss,
@@ -94,9 +100,7 @@ static int child_dense(void)
         if (!(v[i] = hak_malloc(SIZE)))
             return 2;
         memset(v[i], 1, SIZE);
-        unsigned long p = (unsigned long)v[i];
-        lo = p < lo ? p : lo;
-        hi = p > hi ? p : hi;
+        widen(&lo, &hi, v[i]);
     }
     long huge = smaps_kb("AnonHugePages:", lo, hi);
     printf("thp-always: 48 MiB of 64 B blocks; AnonHugePages %ld KiB in their regions\n", huge);
