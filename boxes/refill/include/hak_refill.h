@@ -31,7 +31,7 @@ typedef struct hk_page {
     uint8_t pad;
     uint32_t mfree;     /* medium slab: bit i set = block i is free */
     uint32_t mdirty;    /* medium slab: bit i set = block i may be non-zero */
-    uint32_t idle_ms;   /* slab: when a block was last freed into it */
+    uint32_t idle_ms;   /* slab: when a block was last freed into it; free page: when it became free */
     uint32_t charge;    /* medium slab, empty: its dirty bytes, counted in the budget */
 } hk_page_t;
 
@@ -44,7 +44,8 @@ typedef struct hk_chunk {
     uint32_t free_pages;  /* bit i: page i is free */
     uint32_t dirty_pages; /* bit i: page i may hold non-zero bytes */
     struct hk_chunk *next_region;
-    uint32_t idle_ms; /* when the region became empty */
+    struct hk_chunk *next_avail, *prev_avail; /* regions with a free page */
+    uint32_t idle_ms; /* when a span last came back to the region */
     /* large-mapping state */
     char *user;       /* the pointer malloc returned */
     size_t map_size;  /* bytes mapped from the chunk base */

@@ -14,6 +14,7 @@ hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 
 static hk_lock_t region_lock = HK_LOCK_INIT;
 static hk_chunk_t *regions;  /* every region, newest first */
+static hk_chunk_t *avail;    /* the regions with a free page: best fit scans only these */
 static size_t region_count, empty_regions;
 
 _Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
@@ -50,6 +51,25 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch)
     return ok;
 }
 
+static void avail_add(hk_chunk_t *ch)
+{
+    ch->prev_avail = NULL;
+    ch->next_avail = avail;
+    if (avail)
+        avail->prev_avail = ch;
+    avail = ch;
+}
+
+static void avail_remove(hk_chunk_t *ch)
+{
+    if (ch->prev_avail)
+        ch->prev_avail->next_avail = ch->next_avail;
+    else
+        avail = ch->next_avail;
+    if (ch->next_avail)
+        ch->next_avail->prev_avail = ch->prev_avail;
+}
+
 static hk_chunk_t *region_new(void)
 {
     hk_chunk_t *ch = hk_os_reserve_slabs(HK_CHUNK_SIZE);
@@ -67,6 +87,7 @@ static hk_chunk_t *region_new(void)
     }
     ch->next_region = regions;
     regions = ch;
+    avail_add(ch);
     region_count++;
     empty_regions++;
     return ch;
@@ -80,6 +101,7 @@ static void region_release(hk_chunk_t *ch)
             break;
         }
     }
+    avail_remove(ch);
     pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
     region_count--;
     empty_regions--;
@@ -88,8 +110,11 @@ static void region_release(hk_chunk_t *ch)
 }
 
 /* Free pages are kept resident for reuse (a page given back faults in again
- * at 20-40 µs here) until their region has seen no span freed for `delay`
- * ms; then an empty region is unmapped and free pages are decommitted.
+ * at 20-40 µs here) until they have been free for `delay` ms: then they are
+ * decommitted, and an empty region whose last span came back `delay` ms ago
+ * is unmapped. Timing each page, not the region, matters under steady
+ * traffic: a busy region is never idle, and its free pages would otherwise
+ * stay resident however long they go unused.
  * At most EMPTY_REGIONS_MAX empty regions are kept however recent.
  * Caller holds the lock. Returns bytes given back; *pending is set when
  * free resident pages remain. */
@@ -104,13 +129,18 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
             given += HK_CHUNK_SIZE;
             continue;
         }
-        uint32_t dirty = ch->free_pages & ch->dirty_pages;
-        if (dirty && !idle) {
-            *pending = true;
-            continue;
+        uint32_t dirty = ch->free_pages & ch->dirty_pages, old = 0;
+        for (uint32_t m = dirty; m; m &= m - 1) {
+            unsigned i = (unsigned)__builtin_ctz(m);
+            if (now - ch->page[i].idle_ms >= delay)
+                old |= 1u << i;
         }
-        given += hk_decommit_bits((char *)ch, dirty, HK_PAGE_SIZE);
-        ch->dirty_pages &= ~dirty;
+        if (dirty != old)
+            *pending = true;
+        if (old) {
+            given += hk_decommit_bits((char *)ch, old, HK_PAGE_SIZE);
+            ch->dirty_pages &= ~old;
+        }
     }
     return given;
 }
@@ -154,36 +184,61 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
     l->n--;
 }
 
-/* Lowest start of a run of n free pages in mask, or -1. */
-static int find_run(uint32_t mask, unsigned n)
+/* Best fit: the shortest run of free pages that holds n, over all regions;
+ * among equals, the run with the most resident (dirty) pages, then the
+ * fullest region. Long runs stay whole for medium slabs, which is what keeps
+ * a mix of sizes from mapping new regions while old ones have room, and
+ * resident pages are reused before decommitted ones fault in again.
+ * Caller holds region_lock. Returns the region and sets *at, or NULL. */
+static hk_chunk_t *best_run(unsigned n, int *at)
 {
-    uint32_t m = mask;
-    for (unsigned k = 1; k < n && m; k++)
-        m &= mask >> k;
-    return m ? __builtin_ctz(m) : -1;
+    hk_chunk_t *best = NULL;
+    unsigned best_len = 33, best_warm = 0, best_free = 33;
+    for (hk_chunk_t *ch = avail; ch; ch = ch->next_avail) {
+        unsigned nfree = (unsigned)__builtin_popcount(ch->free_pages);
+        if (nfree < n)
+            continue;
+        for (uint32_t m = ch->free_pages; m;) {
+            unsigned start = (unsigned)__builtin_ctz(m);
+            uint32_t rest = ~(m >> start);
+            unsigned len = rest ? (unsigned)__builtin_ctz(rest) : 32 - start;
+            uint32_t run = (len == 32 ? ALL_PAGES : ((1u << len) - 1)) << start;
+            m &= ~run;
+            if (len < n || len > best_len)
+                continue;
+            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << start;
+            unsigned warm = (unsigned)__builtin_popcount(ch->dirty_pages & mask);
+            if (len == best_len && (warm < best_warm || (warm == best_warm && nfree >= best_free)))
+                continue;
+            best = ch;
+            *at = (int)start;
+            best_len = len;
+            best_warm = warm;
+            best_free = nfree;
+        }
+    }
+    return best;
 }
 
 hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
 {
     hk_lock(&region_lock);
-    hk_chunk_t *ch;
-    int at = -1;
-    for (ch = regions; ch; ch = ch->next_region) {
-        if (ch->free_pages && (at = find_run(ch->free_pages, n)) >= 0)
-            break;
-    }
+    int at = 1;
+    hk_chunk_t *ch = best_run(n, &at);
     if (!ch) {
         ch = region_new();
         if (!ch) {
             hk_unlock(&region_lock);
             return NULL;
         }
-        at = find_run(ch->free_pages, n);
+        at = 1;
     }
     if (ch->free_pages == USABLE_PAGES)
         empty_regions--;
     uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
     ch->free_pages &= ~mask;
+    if (!ch->free_pages)
+        avail_remove(ch);
     *zeroed = !(ch->dirty_pages & mask);
     ch->dirty_pages |= mask;
     uintptr_t start = (uintptr_t)ch + ((size_t)at << HK_PAGE_SHIFT);
@@ -206,11 +261,16 @@ void hk_span_free(hk_page_t *first)
 {
     hk_chunk_t *ch = hk_chunk_of_page(first);
     unsigned at = hk_page_index(first), n = first->npages;
+    uint32_t now = hk_now_ms();
     hk_lock(&region_lock);
-    for (unsigned i = 0; i < n; i++)
+    for (unsigned i = 0; i < n; i++) {
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
+        ch->page[at + i].idle_ms = now; /* a free page: when it became free */
+    }
+    if (!ch->free_pages)
+        avail_add(ch);
     ch->free_pages |= ((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
-    ch->idle_ms = hk_now_ms();
+    ch->idle_ms = now;
     if (ch->free_pages == USABLE_PAGES) {
         bool pending = false;
         empty_regions++;
