@@ -1,5 +1,6 @@
-/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and checks what reaches stderr at exit. */
+/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and HAKMEM_LEARNING=1, and checks what reaches stderr. */
 #define _GNU_SOURCE
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,8 +9,8 @@
 
 #include "hakmem.h"
 
-/* Runs argv[0] child with the given HAKMEM_STATS value; returns its stderr. */
-static char *run_child(const char *self, const char *value, int *status)
+/* Runs argv[0] child with var=value; returns its stderr. */
+static char *run_env(const char *self, const char *var, const char *value, int *status)
 {
     int fd[2];
     if (pipe(fd) != 0)
@@ -18,7 +19,7 @@ static char *run_child(const char *self, const char *value, int *status)
     if (pid == 0) {
         dup2(fd[1], 2);
         close(fd[0]);
-        setenv("HAKMEM_STATS", value, 1);
+        setenv(var, value, 1);
         execl(self, self, "child", (char *)NULL);
         _exit(127);
     }
@@ -31,6 +32,11 @@ static char *run_child(const char *self, const char *value, int *status)
     close(fd[0]);
     waitpid(pid, status, 0);
     return buf;
+}
+
+static char *run_child(const char *self, const char *value, int *status)
+{
+    return run_env(self, "HAKMEM_STATS", value, status);
 }
 
 int main(int argc, char **argv)
@@ -84,6 +90,14 @@ int main(int argc, char **argv)
     err = run_child(argv[0], "0", &status);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || err[0]) {
         fprintf(stderr, "stats_exit: HAKMEM_STATS=0 must print nothing; got:\n%s", err);
+        failed = 1;
+    }
+    /* A fixed build says it cannot learn; a learning build takes the setting. */
+    bool fixed = strstr(hak_version(), "policy=fixed") != NULL;
+    err = run_env(argv[0], "HAKMEM_LEARNING", "1", &status);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        fixed != (strstr(err, "hakmem: ignoring unused HAKMEM_LEARNING (this build has no learning policy") != NULL)) {
+        fprintf(stderr, "stats_exit: HAKMEM_LEARNING=1 in a %s build; got:\n%s", fixed ? "fixed" : "learning", err);
         failed = 1;
     }
     if (!failed)

@@ -22,6 +22,9 @@ const char *hak_version(void)
 #if HK_HARDENED
         ", hardened"
 #endif
+#if !HK_OVERRIDE
+        ", hak_ names only" /* -Doverride=false: malloc stays the system's */
+#endif
         ")";
 }
 

@@ -53,17 +53,15 @@ static uintptr_t make_secret(void)
     return s | 1;
 }
 
-/* Reports once on stderr that a setting was ignored (why: "malformed" or
- * "out-of-range"). hk_log does not allocate. */
-static void env_ignored(const char *why, const char *name)
+/* Reports once on stderr that a setting was ignored: "ignoring WHY NAME"
+ * and an optional tail. hk_log does not allocate. */
+static void env_ignored(const char *why, const char *name, const char *tail)
 {
     char msg[112] = "ignoring ";
     size_t k = 9;
-    for (const char *t = why; *t && k < sizeof msg - 1; t++)
-        msg[k++] = *t;
-    msg[k++] = ' ';
-    for (const char *t = name; *t && k < sizeof msg - 1; t++)
-        msg[k++] = *t;
+    for (const char *const *part = (const char *const[]){why, " ", name, tail, NULL}; *part; part++)
+        for (const char *t = *part; *t && k < sizeof msg - 1; t++)
+            msg[k++] = *t;
     msg[k] = 0;
     hk_log(msg);
 }
@@ -79,7 +77,7 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
     bool big = false;
     for (const char *s = v; *s; s++) {
         if (*s < '0' || *s > '9') {
-            env_ignored("malformed", name);
+            env_ignored("malformed", name, "");
             return def;
         }
         n = n * 10 + (unsigned long)(*s - '0');
@@ -89,7 +87,7 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
         }
     }
     if (big) {
-        env_ignored("out-of-range", name);
+        env_ignored("out-of-range", name, "");
         return def;
     }
     return (unsigned)n;
@@ -111,6 +109,14 @@ void hk_init_slow(void)
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
     hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
     hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
+#if !HK_LEARNING
+    /* Someone who asks a fixed build to learn should hear that it cannot. */
+    for (const char *const *n = (const char *const[]){"HAKMEM_LEARNING", "HAKMEM_ACE_TRACE", NULL}; *n; n++) {
+        const char *v = getenv(*n);
+        if (v && *v)
+            env_ignored("unused", *n, " (this build has no learning policy: -Dlearning=true)");
+    }
+#endif
     hk_tls_process_init();
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);
