@@ -10,6 +10,12 @@
 #define USABLE_PAGES (ALL_PAGES & ~1u) /* page 0 holds the header */
 #define EMPTY_REGIONS_MAX 16           /* kept however recent: 32 MiB of address space */
 
+/* Bits at..at+n-1 of a 32-bit page mask (n = 32 would overflow 1u << n). */
+static inline uint32_t run_mask(unsigned n, unsigned at)
+{
+    return (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
+}
+
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 
 static hk_lock_t region_lock = HK_LOCK_INIT;
@@ -154,7 +160,7 @@ size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit)
             n++;
         hk_os_decommit(base + at * unit, n * unit);
         given += n * unit;
-        bits &= ~((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
+        bits &= ~run_mask(n, at);
     }
     hk_note_returned(given);
     return given;
@@ -202,11 +208,11 @@ static hk_chunk_t *best_run(unsigned n, int *at)
             unsigned start = (unsigned)__builtin_ctz(m);
             uint32_t rest = ~(m >> start);
             unsigned len = rest ? (unsigned)__builtin_ctz(rest) : 32 - start;
-            uint32_t run = (len == 32 ? ALL_PAGES : ((1u << len) - 1)) << start;
+            uint32_t run = run_mask(len, start);
             m &= ~run;
             if (len < n || len > best_len)
                 continue;
-            uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << start;
+            uint32_t mask = run_mask(n, start);
             unsigned warm = (unsigned)__builtin_popcount(ch->dirty_pages & mask);
             if (len == best_len && (warm < best_warm || (warm == best_warm && nfree >= best_free)))
                 continue;
@@ -235,7 +241,7 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
     }
     if (ch->free_pages == USABLE_PAGES)
         empty_regions--;
-    uint32_t mask = (n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at;
+    uint32_t mask = run_mask(n, (unsigned)at);
     ch->free_pages &= ~mask;
     if (!ch->free_pages)
         avail_remove(ch);
@@ -269,7 +275,7 @@ void hk_span_free(hk_page_t *first)
     }
     if (!ch->free_pages)
         avail_add(ch);
-    ch->free_pages |= ((n == 32 ? ALL_PAGES : ((1u << n) - 1)) << at);
+    ch->free_pages |= run_mask(n, at);
     ch->idle_ms = now;
     if (ch->free_pages == USABLE_PAGES) {
         bool pending = false;
