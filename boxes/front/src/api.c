@@ -28,6 +28,7 @@ static HK_NOINLINE void *small_miss(unsigned c)
         if (!(p = hk_tls_refill(c)))
             errno = ENOMEM;
     }
+    hk_purge_safe_point();
     return p;
 }
 
@@ -53,6 +54,7 @@ static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
         if (!(p = big_try(n, align, zeroed)))
             errno = ENOMEM;
     }
+    hk_purge_safe_point();
     return p;
 }
 
@@ -292,6 +294,7 @@ int hak_malloc_trim(size_t pad)
     bool pending = false;
     size_t given = hk_refill_purge(0, &pending);
     given += hk_large_purge(0, &pending);
+    hk_purge_safe_point();
     return given != 0;
 }
 

@@ -22,6 +22,8 @@ typedef struct hk_large_stats {
     uint64_t allocs, frees, maps, unmaps;
 } hk_large_stats_t;
 void hk_large_stats(hk_large_stats_t *st);
+/* Bytes of large mappings, live and cached, read without the lock. */
+size_t hk_large_mapped(void);
 void hk_large_lock(void);
 void hk_large_unlock(void);
 
@@ -38,8 +40,19 @@ HK_INLINE void hk_init(void)
 }
 extern bool hk_verbose;
 
-/* After a slow path that may have freed memory: starts the purge thread on
- * first need, or wakes it if it sleeps. Call with no lock held. */
+/* The purge thread is started only at a safe point: a malloc slow path, a
+ * thread's exit, malloc_trim. Never from free(): glibc frees a dead
+ * thread's TLS with its thread-stack lock held, and pthread_create takes
+ * that lock (a free there that started the thread hung the process). */
+extern HK_HIDDEN int hk_purge_started;
+void hk_purge_safe_point_slow(void);
+HK_INLINE void hk_purge_safe_point(void)
+{
+    if (HK_UNLIKELY(!__atomic_load_n(&hk_purge_started, __ATOMIC_RELAXED)))
+        hk_purge_safe_point_slow();
+}
+/* After a free that may have left memory to give back: wakes the purge
+ * thread if it runs and sleeps. Call with no lock held. */
 void hk_purge_kick_slow(void);
 HK_INLINE void hk_purge_kick(void)
 {

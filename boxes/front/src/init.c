@@ -117,7 +117,7 @@ void hk_init_slow(void)
             env_ignored("unused", *n, " (this build has no learning policy: -Dlearning=true)");
     }
 #endif
-    hk_tls_process_init();
+    hk_tls_process_init(hk_purge_safe_point_slow); /* a thread's exit is a safe point */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);
     if (hk_verbose) {

@@ -21,6 +21,8 @@ static struct {
     uint32_t idle_ms;
 } cache[CACHE_SLOTS];
 static unsigned cache_n;
+/* cache_bytes and live_bytes change under the lock, atomically so that
+ * hk_large_mapped can read them without it. */
 static size_t cache_bytes, live_bytes, live_count;
 static uint64_t n_allocs, n_frees, n_maps, n_unmaps; /* for the stats */
 
@@ -28,7 +30,7 @@ static uint64_t n_allocs, n_frees, n_maps, n_unmaps; /* for the stats */
 static hk_chunk_t *cache_take(unsigned i)
 {
     hk_chunk_t *ch = cache[i].ch;
-    cache_bytes -= cache[i].size;
+    __atomic_sub_fetch(&cache_bytes, cache[i].size, __ATOMIC_RELAXED);
     memmove(&cache[i], &cache[i + 1], (cache_n - i - 1) * sizeof cache[0]);
     cache_n--;
     return ch;
@@ -65,7 +67,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         }
         if (best >= 0) {
             hk_chunk_t *ch = cache_take((unsigned)best);
-            live_bytes += ch->map_size;
+            __atomic_add_fetch(&live_bytes, ch->map_size, __ATOMIC_RELAXED);
             live_count++;
             n_allocs++;
             ch->kind = HK_CHUNK_LARGE;
@@ -88,7 +90,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         return NULL;
     }
     hk_lock(&large_lock);
-    live_bytes += total;
+    __atomic_add_fetch(&live_bytes, total, __ATOMIC_RELAXED);
     live_count++;
     n_allocs++;
     n_maps++;
@@ -120,7 +122,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
     unsigned nevict = 0;
     hk_lock(&large_lock);
     check(ch, p, op);
-    live_bytes -= ch->map_size;
+    __atomic_sub_fetch(&live_bytes, ch->map_size, __ATOMIC_RELAXED);
     live_count--;
     n_frees++;
     uint32_t now = hk_now_ms(), delay = hk_policy_purge_delay_ms();
@@ -135,7 +137,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
         cache[cache_n].size = ch->map_size;
         cache[cache_n].idle_ms = now;
         cache_n++;
-        cache_bytes += ch->map_size;
+        __atomic_add_fetch(&cache_bytes, ch->map_size, __ATOMIC_RELAXED);
         __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
         while (cache_bytes > CACHE_MAX_BYTES)
             evict[nevict++] = cache_take(0);
@@ -191,7 +193,7 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
         ch->user = (char *)ch + off;
     }
     hk_lock(&large_lock);
-    live_bytes += total - old; /* wraps correctly when shrinking */
+    __atomic_add_fetch(&live_bytes, total - old, __ATOMIC_RELAXED); /* wraps correctly when shrinking */
     hk_unlock(&large_lock);
     ch->map_size = total;
     return ch->user;
@@ -226,3 +228,8 @@ void hk_large_stats(hk_large_stats_t *st)
 
 void hk_large_lock(void) { hk_lock(&large_lock); }
 void hk_large_unlock(void) { hk_unlock(&large_lock); }
+
+size_t hk_large_mapped(void)
+{
+    return __atomic_load_n(&live_bytes, __ATOMIC_RELAXED) + __atomic_load_n(&cache_bytes, __ATOMIC_RELAXED);
+}

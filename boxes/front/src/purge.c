@@ -11,7 +11,7 @@
 
 bool hk_purge_thread_enabled = true;
 
-static int started; /* 0 no, 1 yes (or being started) */
+int hk_purge_started; /* 0 no, 1 yes (or being started) */
 static int parked;  /* futex word: 1 while the thread waits for work */
 
 static void futex(int *word, int op, int val, const struct timespec *timeout)
@@ -49,29 +49,39 @@ static void *purger(void *arg)
     return NULL;
 }
 
-void hk_purge_kick_slow(void)
+/* Heaps at least this large get the thread before anything is freed, so a
+ * program that frees them and then only waits still sees its RSS fall. */
+#define START_MAPPED ((size_t)64 << 20)
+
+void hk_purge_safe_point_slow(void)
 {
     if (!hk_purge_thread_enabled || __atomic_load_n(&hk_init_state, __ATOMIC_ACQUIRE) != 2)
         return;
-    if (!__atomic_load_n(&started, __ATOMIC_RELAXED)) {
-        int expect = 0;
-        if (!__atomic_compare_exchange_n(&started, &expect, 1, false, __ATOMIC_ACQ_REL,
-                                         __ATOMIC_RELAXED))
-            return;
-        /* pthread_create allocates: no hakmem lock is held here. */
-        pthread_attr_t attr;
-        pthread_t tid;
-        pthread_attr_init(&attr);
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-        pthread_attr_setstacksize(&attr, 64 * 1024);
-        if (pthread_create(&tid, &attr, purger, NULL) != 0) {
-            hk_purge_thread_enabled = false; /* purging stays inline and in malloc_trim */
-            if (hk_verbose)
-                hk_log("could not start the purge thread; purging on slow paths only");
-        }
-        pthread_attr_destroy(&attr);
+    if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_RELAXED) &&
+        hk_refill_mapped() + hk_large_mapped() < START_MAPPED)
         return;
+    int expect = 0;
+    if (!__atomic_compare_exchange_n(&hk_purge_started, &expect, 1, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED))
+        return; /* another thread, or this one nested in pthread_create's malloc */
+    /* pthread_create allocates: no hakmem lock is held here. */
+    pthread_attr_t attr;
+    pthread_t tid;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    if (pthread_create(&tid, &attr, purger, NULL) != 0) {
+        hk_purge_thread_enabled = false; /* purging stays inline and in malloc_trim */
+        if (hk_verbose)
+            hk_log("could not start the purge thread; purging on slow paths only");
     }
+    pthread_attr_destroy(&attr);
+}
+
+void hk_purge_kick_slow(void)
+{
+    if (!__atomic_load_n(&hk_purge_started, __ATOMIC_ACQUIRE))
+        return; /* the next safe point starts it: the pending flag stays set */
     __atomic_thread_fence(__ATOMIC_SEQ_CST); /* pending store before parked load */
     int one = 1;
     if (__atomic_load_n(&parked, __ATOMIC_RELAXED) &&
@@ -81,6 +91,6 @@ void hk_purge_kick_slow(void)
 
 void hk_purge_after_fork(void)
 {
-    started = 0;
+    hk_purge_started = 0;
     parked = 0;
 }

@@ -127,6 +127,8 @@ typedef struct hk_refill_stats {
 void hk_refill_stats(hk_refill_stats_t *st);
 /* Only the region figures (region_bytes, free_page_bytes): no class walk. */
 void hk_region_stats(hk_refill_stats_t *st);
+/* Bytes mapped for regions, read without a lock (a moment's value). */
+size_t hk_refill_mapped(void);
 
 /* One class's figures (hak_stats_get, and summed for hk_refill_stats).
  * Small classes (1..HK_NCLASS-1): out = blocks handed to thread caches or

@@ -94,7 +94,7 @@ static hk_chunk_t *region_new(void)
     ch->next_region = regions;
     regions = ch;
     avail_add(ch);
-    region_count++;
+    __atomic_add_fetch(&region_count, 1, __ATOMIC_RELAXED); /* read by hk_refill_mapped without the lock */
     empty_regions++;
     return ch;
 }
@@ -109,7 +109,7 @@ static void region_release(hk_chunk_t *ch)
     }
     avail_remove(ch);
     pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
-    region_count--;
+    __atomic_sub_fetch(&region_count, 1, __ATOMIC_RELAXED);
     empty_regions--;
     hk_os_release(ch, HK_CHUNK_SIZE);
     hk_note_returned(HK_CHUNK_SIZE);
@@ -294,6 +294,8 @@ size_t hk_region_purge(uint32_t delay, bool *pending)
     hk_unlock(&region_lock);
     return given;
 }
+
+size_t hk_refill_mapped(void) { return __atomic_load_n(&region_count, __ATOMIC_RELAXED) * HK_CHUNK_SIZE; }
 
 void hk_region_stats(hk_refill_stats_t *st)
 {

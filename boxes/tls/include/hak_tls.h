@@ -68,8 +68,9 @@ void *hk_tls_refill(unsigned c);
 void hk_tls_overflow(unsigned c, void *p);
 /* Gives this thread's cached blocks back to Box 2 (malloc_trim, thread exit). */
 void hk_tls_drain(void);
-/* One-time process setup: the thread-exit key. Must run outside any lock. */
-void hk_tls_process_init(void);
+/* One-time process setup: the thread-exit key, and a function the exit
+ * path calls last (with no lock held), or NULL. Must run outside any lock. */
+void hk_tls_process_init(void (*exit_hook)(void));
 
 /* For the stats: per class, the blocks handed to the program since the
  * process started (allocs) and those now sitting in thread caches (cached).

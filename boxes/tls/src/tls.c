@@ -147,6 +147,8 @@ void hk_tls_fork_child(void)
 
 /* ---- thread start and exit ---------------------------------------------- */
 
+static void (*exit_hook)(void);
+
 static void thread_exit(void *arg)
 {
     (void)arg;
@@ -157,10 +159,13 @@ static void thread_exit(void *arg)
     for (unsigned c = 0; c < HK_NCLASS; c++)
         hk_tls.room[c] = 0;
     hk_tls.state = HK_TLS_DEAD;
+    if (exit_hook)
+        exit_hook();
 }
 
-void hk_tls_process_init(void)
+void hk_tls_process_init(void (*hook)(void))
 {
+    exit_hook = hook;
     if (pthread_key_create(&exit_key, thread_exit) == 0)
         exit_key_ok = true;
 }
