@@ -23,7 +23,7 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
           "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
 PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
-            "bench_falseshare", "bench_phase", "bench_randaccess"]
+            "bench_falseshare", "bench_phase", "bench_randaccess", "bench_manythreads"]
 
 # Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs,
 # then a source build made by `meson setup -Dbench_peers=enabled` through subprojects/*.wrap).
@@ -43,6 +43,7 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # bench_prodcons: items min max producers consumers;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
 # bench_frag: MiB_per_round rounds min_size passes;  bench_falseshare: writes_per_thread size objects
 # bench_phase: small_iters mid_iters idle_ms;  bench_randaccess: live_MiB object_size accesses
+# bench_manythreads: threads blocks_per_thread
 # A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
 # (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
 # (a value None removes the variable); options["explicit"] runs it only when --only names it.
@@ -63,6 +64,8 @@ WORKLOADS = [
     ("churn_1",               "bench_churn",    [2000, 1, 100],                   [500, 1, 100]),
     ("churn_2",               "bench_churn",    [2000, 2, 100],                   [500, 2, 100]),
     ("churn_4",               "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
+    # 1,000 threads alive at once, 64 blocks each (a thread-per-connection server): RSS per thread.
+    ("manythreads_1000",      "bench_manythreads", [1000, 64],                    [200, 64]),
     ("realloc",               "bench_realloc",  [4, 8 << 20, 2 << 20],            [1, 8 << 20, 2 << 20]),
     ("frag",                  "bench_frag",     [6, 10, 16, 1],                   [2, 10, 16, 1]),
     ("falseshare_16",         "bench_falseshare", [100_000_000, 16, 64],          [10_000_000, 16, 64]),
@@ -101,6 +104,7 @@ EXTRA_KEYS = [
     ("rss_free_kb", "RSS after free-all", "kb"),
     ("rss_idle_kb", "RSS after idle", "kb"),
     ("shared_lines", "objects sharing a cache line with the other thread's (of 64)", "count"),
+    ("rss_per_thread_kb", "RSS per live thread", "kib"),
 ]
 EXTRA_CSV = ["live_kb", "check"]
 
@@ -480,10 +484,10 @@ def extra_table(rows, names, workloads, ref):
                     cells.append("—")
                     continue
                 v = vals[a]
-                c = fmt_mb(v) + " MB" if unit == "kb" else "%g" % v
+                c = fmt_mb(v) + " MB" if unit == "kb" else "%.0f KiB" % v if unit == "kib" else "%g" % v
                 if v == best:
                     c = "**%s**" % c
-                if unit == "kb" and rv:
+                if unit in ("kb", "kib") and rv:
                     c += " ×%.2f" % (v / rv)
                 cells.append(c)
             out.append("| %s | %s |" % (lab, " | ".join(cells)))

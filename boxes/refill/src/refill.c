@@ -218,6 +218,17 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         head = rest;
         n -= batch;
     }
+    /* A short list (a drained or slow-starting cache) waits in the exchange
+     * as it is, if there is room: the next thread takes it in one move
+     * instead of block by block from the slabs. */
+    if (head && cs->nbatch < max) {
+        cs->batch[cs->nbatch].head = head;
+        cs->batch[cs->nbatch].n = n;
+        cs->nbatch++;
+        cs->last_give_ms = hk_now_ms();
+        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+        head = NULL;
+    }
     while (head) {
         void *next = hk_link_get(head);
         slab_return(cs, head);

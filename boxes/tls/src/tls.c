@@ -293,8 +293,18 @@ void *hk_tls_refill(unsigned c)
     if (cap == 0)
         return alloc_uncached(c);
     unsigned batch = hk_policy_batch(c);
+    /* Slow start: a thread carves no more than it has already used of the
+     * class (at least 4), so a thread that touches a class once does not
+     * park a whole batch of it (thousands of threads each touching dozens
+     * of classes paid ~220 KiB apiece); the batch is reached by doubling. */
+    unsigned want = batch < cap ? batch : cap;
+    uint64_t used = hk_tls.count[c];
+    if (used < want) {
+        unsigned least = want < 4 ? want : 4;
+        want = used < least ? least : (unsigned)used;
+    }
     void *head;
-    unsigned n = hk_refill_take(c, batch < cap ? batch : cap, &head);
+    unsigned n = hk_refill_take(c, want, &head);
     if (!n)
         return NULL;
     check_batch(c, head, n);
