@@ -190,6 +190,16 @@ static void slab_return(hk_class_state_t *cs, void *b)
     }
 }
 
+/* Caller holds cs->lock and has checked there is room. */
+static void central_push(hk_class_state_t *cs, void *head, unsigned n)
+{
+    cs->batch[cs->nbatch].head = head;
+    cs->batch[cs->nbatch].n = n;
+    cs->nbatch++;
+    cs->last_give_ms = hk_now_ms();
+    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+}
+
 void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
 {
     hk_class_state_t *cs = &classes[c][0];
@@ -210,11 +220,7 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         } else {
             rest = NULL;
         }
-        cs->batch[cs->nbatch].head = head;
-        cs->batch[cs->nbatch].n = batch;
-        cs->nbatch++;
-        cs->last_give_ms = hk_now_ms();
-        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+        central_push(cs, head, batch);
         head = rest;
         n -= batch;
     }
@@ -222,11 +228,7 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
      * as it is, if there is room: the next thread takes it in one move
      * instead of block by block from the slabs. */
     if (head && cs->nbatch < max) {
-        cs->batch[cs->nbatch].head = head;
-        cs->batch[cs->nbatch].n = n;
-        cs->nbatch++;
-        cs->last_give_ms = hk_now_ms();
-        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+        central_push(cs, head, n);
         head = NULL;
     }
     while (head) {
