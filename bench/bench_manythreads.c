@@ -35,7 +35,7 @@ int main(int argc, char **argv) {
     }
     int n = argc > 1 ? atoi(argv[1]) : 1000;
     blocks = argc > 2 ? atoi(argv[2]) : 64;
-    if (n < 1 || n > 100000 || blocks < 1 || blocks > 100000) {
+    if (n < 1 || n > 100000 || blocks < 1 || blocks > 4096) { /* the block array is on a 256 KiB stack */
         fprintf(stderr, "bench_manythreads: bad parameters\n");
         return 2;
     }

@@ -17,7 +17,7 @@ unsigned hk_policy_fixed_cap(unsigned c);
  * HAKMEM_THREAD_MID_BYTES sets it once at initialisation. */
 unsigned hk_policy_thread_mid_bytes(void);
 void hk_policy_set_thread_mid_bytes(unsigned bytes);
-/* Most whole batches the central exchange keeps for class c. */
+/* Most entries (batches, or shorter lists from drained caches) the central exchange keeps for class c. */
 unsigned hk_policy_central_batches(unsigned c);
 
 /* How long an empty slab or region is kept for reuse before it is returned

@@ -49,9 +49,11 @@ static void *purger(void *arg)
     return NULL;
 }
 
-/* Heaps at least this large get the thread before anything is freed, so a
- * program that frees them and then only waits still sees its RSS fall. */
-#define START_MAPPED ((size_t)64 << 20)
+/* Heaps at least this large get the thread at their next slow path even
+ * before anything is freed, so a program that frees its heap and then only
+ * waits still sees its RSS fall; below it, at most this much can wait for
+ * the next safe point. Small programs never start a thread. */
+#define START_MAPPED ((size_t)8 << 20)
 
 void hk_purge_safe_point_slow(void)
 {

@@ -84,8 +84,10 @@ HK_INLINE bool hk_slab_is_block_start(const hk_page_t *pg, const void *p)
     return (uint64_t)(uintptr_t)p * pg->divmagic - pg->smag < pg->divmagic;
 }
 
-/* Thread-cache exchange. take: fills *head with a NULL-terminated list of up
- * to `want` blocks of class c, returns how many (0: out of memory).
+/* Thread-cache exchange. take: fills *head with a NULL-terminated list of
+ * blocks of class c and returns how many (0: out of memory): an exchange
+ * entry whole if there is one (a batch, or a shorter list a drained cache
+ * gave back; one move), else up to `want` blocks carved from the slabs.
  * give: takes back a NULL-terminated list of n blocks. */
 unsigned hk_refill_take(unsigned c, unsigned want, void **head);
 void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);

@@ -1,4 +1,4 @@
-/* refill.c — Box 2's per-class half: carving slabs into batches and the central exchange of whole batches. */
+/* refill.c — Box 2's per-class half: carving slabs into batches and the central exchange of lists between thread caches. */
 #include "refill_internal.h"
 #include "hak_policy.h"
 

@@ -267,8 +267,8 @@ void hk_span_free(hk_page_t *first)
 {
     hk_chunk_t *ch = hk_chunk_of_page(first);
     unsigned at = hk_page_index(first), n = first->npages;
-    uint32_t now = hk_now_ms();
     hk_lock(&region_lock);
+    uint32_t now = hk_now_ms(); /* under the lock: idle times never run backwards */
     for (unsigned i = 0; i < n; i++) {
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
         ch->page[at + i].idle_ms = now; /* a free page: when it became free */
