@@ -43,7 +43,6 @@ typedef struct hk_chunk {
     /* region state */
     uint32_t free_pages;  /* bit i: page i is free */
     uint32_t dirty_pages; /* bit i: page i may hold non-zero bytes */
-    struct hk_chunk *next_region;
     struct hk_chunk *next_avail, *prev_avail; /* regions with a free page */
     uint32_t idle_ms; /* when a span last came back to the region */
     /* large-mapping state */

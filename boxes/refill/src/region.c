@@ -19,8 +19,9 @@ static inline uint32_t run_mask(unsigned n, unsigned at)
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 
 static hk_lock_t region_lock = HK_LOCK_INIT;
-static hk_chunk_t *regions;  /* every region, newest first */
-static hk_chunk_t *avail;    /* the regions with a free page: best fit scans only these */
+/* The regions with a free page: best fit and the purge visit only these (a
+ * full region has nothing to place or give back); region_count counts all. */
+static hk_chunk_t *avail;
 static size_t region_count, empty_regions;
 
 _Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
@@ -91,8 +92,6 @@ static hk_chunk_t *region_new(void)
         errno = ENOMEM;
         return NULL;
     }
-    ch->next_region = regions;
-    regions = ch;
     avail_add(ch);
     __atomic_add_fetch(&region_count, 1, __ATOMIC_RELAXED); /* read by hk_refill_mapped without the lock */
     empty_regions++;
@@ -101,13 +100,7 @@ static hk_chunk_t *region_new(void)
 
 static void region_release(hk_chunk_t *ch)
 {
-    for (hk_chunk_t **pp = &regions; *pp; pp = &(*pp)->next_region) {
-        if (*pp == ch) {
-            *pp = ch->next_region;
-            break;
-        }
-    }
-    avail_remove(ch);
+    avail_remove(ch); /* an empty region is on the list */
     pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
     __atomic_sub_fetch(&region_count, 1, __ATOMIC_RELAXED);
     empty_regions--;
@@ -127,8 +120,8 @@ static void region_release(hk_chunk_t *ch)
 static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
 {
     size_t given = 0;
-    for (hk_chunk_t *ch = regions, *next; ch; ch = next) {
-        next = ch->next_region;
+    for (hk_chunk_t *ch = avail, *next; ch; ch = next) {
+        next = ch->next_avail;
         bool idle = now - ch->idle_ms >= delay;
         if (ch->free_pages == USABLE_PAGES && (idle || empty_regions > EMPTY_REGIONS_MAX)) {
             region_release(ch);
@@ -190,7 +183,7 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
     l->n--;
 }
 
-/* Best fit: the shortest run of free pages that holds n, over all regions;
+/* Best fit: the shortest run of free pages that holds n, over the regions;
  * among equals, the run with the most resident (dirty) pages, then the
  * fullest region. Long runs stay whole for medium slabs, which is what keeps
  * a mix of sizes from mapping new regions while old ones have room, and
@@ -229,15 +222,11 @@ static hk_chunk_t *best_run(unsigned n, int *at)
 hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
 {
     hk_lock(&region_lock);
-    int at = 1;
+    int at = 1; /* a new region's first usable page */
     hk_chunk_t *ch = best_run(n, &at);
-    if (!ch) {
-        ch = region_new();
-        if (!ch) {
-            hk_unlock(&region_lock);
-            return NULL;
-        }
-        at = 1;
+    if (!ch && !(ch = region_new())) {
+        hk_unlock(&region_lock);
+        return NULL;
     }
     if (ch->free_pages == USABLE_PAGES)
         empty_regions--;
@@ -302,7 +291,7 @@ void hk_region_stats(hk_refill_stats_t *st)
     hk_lock(&region_lock);
     st->region_bytes = region_count * HK_CHUNK_SIZE;
     size_t free_pages = 0;
-    for (hk_chunk_t *ch = regions; ch; ch = ch->next_region)
+    for (hk_chunk_t *ch = avail; ch; ch = ch->next_avail)
         free_pages += (size_t)__builtin_popcount(ch->free_pages);
     st->free_page_bytes = free_pages << HK_PAGE_SHIFT;
     hk_unlock(&region_lock);
