@@ -15,8 +15,8 @@
 
 static pthread_barrier_t bar;
 
-/* Blocks allocated and freed by the same thread: nothing overflows its
- * cache, so no free() before the joins has started the purge thread. */
+/* Blocks allocated and freed by the same thread (their exits may start the
+ * purge thread, from the exit path). */
 static void *body(void *arg)
 {
     uint64_t rng = (uint64_t)(uintptr_t)arg * 977 + 1;
@@ -43,13 +43,13 @@ static void *idle_body(void *arg)
     return arg;
 }
 
-int main(void)
+/* Starts NTHREADS threads running fn, lets them past the barrier, joins them. */
+static int run_threads(void *(*fn)(void *))
 {
-    alarm(20); /* a hang kills the test with SIGALRM instead of waiting for meson's timeout */
     static pthread_t t[NTHREADS];
     pthread_barrier_init(&bar, NULL, NTHREADS + 1);
     for (int i = 0; i < NTHREADS; i++)
-        if (pthread_create(&t[i], NULL, idle_body, NULL) != 0) {
+        if (pthread_create(&t[i], NULL, fn, (void *)(uintptr_t)(i + 1)) != 0) {
             perror("pthread_create");
             return 1;
         }
@@ -57,16 +57,15 @@ int main(void)
     for (int i = 0; i < NTHREADS; i++)
         pthread_join(t[i], NULL);
     pthread_barrier_destroy(&bar);
-    /* Then threads that allocate and free their own blocks. */
-    pthread_barrier_init(&bar, NULL, NTHREADS + 1);
-    for (int i = 0; i < NTHREADS; i++)
-        if (pthread_create(&t[i], NULL, body, (void *)(uintptr_t)(i + 1)) != 0) {
-            perror("pthread_create");
-            return 1;
-        }
-    pthread_barrier_wait(&bar);
-    for (int i = 0; i < NTHREADS; i++)
-        pthread_join(t[i], NULL);
+    return 0;
+}
+
+int main(void)
+{
+    alarm(20); /* a hang kills the test with SIGALRM instead of waiting for meson's timeout */
+    /* Idle threads first (the free() path), then threads that allocate. */
+    if (run_threads(idle_body) || run_threads(body))
+        return 1;
     /* The joins freed the threads' TLS blocks; allocation still works. */
     void *p = T_MALLOC(100);
     if (!p) return 1;
