@@ -1,4 +1,4 @@
-/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and HAKMEM_LEARNING=1, and checks what reaches stderr. */
+/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and HAKMEM_LEARNING=1 and =yes, and checks what reaches stderr. */
 #define _GNU_SOURCE
 #include <stdbool.h>
 #include <stdio.h>
@@ -98,6 +98,14 @@ int main(int argc, char **argv)
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
         fixed != (strstr(err, "hakmem: ignoring unused HAKMEM_LEARNING (this build has no learning policy") != NULL)) {
         fprintf(stderr, "stats_exit: HAKMEM_LEARNING=1 in a %s build; got:\n%s", fixed ? "fixed" : "learning", err);
+        failed = 1;
+    }
+    /* A value the build would not parse anyway gets one line, not two. */
+    err = run_env(argv[0], "HAKMEM_LEARNING", "yes", &status);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        (fixed ? !strstr(err, "hakmem: ignoring unused HAKMEM_LEARNING") || strstr(err, "malformed")
+               : !strstr(err, "hakmem: ignoring malformed HAKMEM_LEARNING") || strstr(err, "unused"))) {
+        fprintf(stderr, "stats_exit: HAKMEM_LEARNING=yes in a %s build; got:\n%s", fixed ? "fixed" : "learning", err);
         failed = 1;
     }
     if (!failed)

@@ -108,9 +108,11 @@ void hk_init_slow(void)
     hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
     hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
+#if HK_LEARNING
     hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
-#if !HK_LEARNING
-    /* Someone who asks a fixed build to learn should hear that it cannot. */
+#else
+    /* Someone who asks a fixed build to learn should hear that it cannot
+     * (once: the value is not parsed, so never also "malformed"). */
     for (const char *const *n = (const char *const[]){"HAKMEM_LEARNING", "HAKMEM_ACE_TRACE", NULL}; *n; n++) {
         const char *v = getenv(*n);
         if (v && *v)
