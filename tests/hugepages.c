@@ -320,15 +320,15 @@ static void test_mode(const char *self, const char *huge_so, const char *mmap_so
      * page map, the program's own arrays) is the bar. A huge page goes back
      * only when no block in it is live, and one still is: the purge thread's
      * TLS vector (glibc callocs it in pthread_create), made when the heap
-     * reaches 8 MiB. So one huge page, plus 2 MiB for the noise of both
-     * readings. (stdout's buffer was made mid-heap too before "start": then
-     * two pages, 4,090-4,170 kB over, and the test failed 3 runs in 8.) */
+     * reaches 8 MiB. So one huge page, plus 1 MiB for the noise of both
+     * readings (measured 1,900-2,120 kB over); one more kept page fails.
+     * (With stdout's buffer made mid-heap too, two pages stayed.) */
     mok = run_child(self, mmap_so, "big", mout, sizeof mout, merr, sizeof merr);
     long end = field(out, "freed", "rss_kb") + field(out, "freed", "hugetlb_kb");
     long mend = field(mout, "freed", "rss_kb");
     snprintf(what, sizeof what, "after free + malloc_trim: %ld kB of %ld kB left, mmap backend %ld kB "
-             "(at most +4096)", end, rss + htlb, mend);
-    check(mok && field(out, "freed", "rss_kb") >= 0 && mend > 0 && end - mend <= 4096, mode, what);
+             "(at most +3072)", end, rss + htlb, mend);
+    check(mok && field(out, "freed", "rss_kb") >= 0 && mend > 0 && end - mend <= 3072, mode, what);
 }
 
 int main(int argc, char **argv)
