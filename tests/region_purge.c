@@ -1,4 +1,4 @@
-/* Box 2's regions from inside: spans go where they fit best, and a free span's pages are decommitted once they have been free for the purge delay even while the rest of their region stays busy. */
+/* Box 2's regions from inside: spans go where they fit best (also among many regions), a free span's pages are decommitted once they have been free for the purge delay even while the rest of their region stays busy, and empty regions beyond the kept few are unmapped at once. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +46,69 @@ static unsigned run_len(uint32_t mask, unsigned i)
     while (hi < 31 && (mask >> (hi + 1) & 1))
         hi++;
     return hi - lo + 1;
+}
+
+/* Many regions, each with one free run of its own length (2..29 pages):
+ * a span of n pages must take a run of exactly n, wherever the region with
+ * it sits among the others; and once everything is freed, at most 16 empty
+ * regions (EMPTY_REGIONS_MAX) stay mapped. */
+static void many_regions(void)
+{
+    enum { NREG = 56, MAXSPANS = NREG * 31 + 4096 };
+    static hk_page_t *all[MAXSPANS], *byreg[NREG][32];
+    static hk_chunk_t *regs[NREG];
+    size_t mapped0 = hk_refill_mapped();
+    unsigned nall = 0, nreg = 0;
+    /* 1-page spans until NREG regions are wholly the test's (regions the
+     * process already used, with spans of others in them, do not count). */
+    while ((nreg < NREG || regs[NREG - 1]->free_pages) && nall < MAXSPANS) {
+        hk_page_t *p = span(1);
+        all[nall++] = p;
+        hk_chunk_t *ch = hk_chunk_of_page(p);
+        if (nreg < NREG && hk_page_index(p) == 1 && ch->free_pages == 0xfffffffcu) /* a fresh region */
+            regs[nreg] = ch, memset(byreg[nreg], 0, sizeof byreg[nreg]), nreg++;
+        for (unsigned j = 0; j < nreg; j++)
+            if (regs[j] == ch)
+                byreg[j][hk_page_index(p)] = p;
+    }
+    if (nreg < NREG) FAIL("%u spans made only %u fresh regions", nall, nreg);
+    unsigned whole = 0;
+    for (unsigned j = 0; j < NREG; j++) {
+        if (regs[j]->free_pages)
+            continue;
+        unsigned len = 2 + j % 28;
+        for (unsigned i = 1; i <= len; i++) {
+            hk_span_free(byreg[j][i]);
+            for (unsigned k = 0; k < nall; k++)
+                if (all[k] == byreg[j][i])
+                    all[k] = NULL;
+        }
+        whole++;
+    }
+    if (whole < NREG) FAIL("only %u of %u regions were whole", whole, NREG);
+    static const unsigned want[] = {29, 3, 20, 10, 2, 15};
+    hk_page_t *got[6];
+    for (unsigned w = 0; w < 6; w++) {
+        unsigned n = want[w];
+        got[w] = span(n);
+        hk_chunk_t *ch = hk_chunk_of_page(got[w]);
+        unsigned at = hk_page_index(got[w]);
+        uint32_t before = ch->free_pages | (((n == 32 ? 0u : 1u << n) - 1) << at);
+        unsigned len = run_len(before, at);
+        if (len != n) FAIL("a span of %u pages went into a run of %u among %u regions; one of %u pages was free",
+                           n, len, NREG, n);
+    }
+    for (unsigned w = 0; w < 6; w++)
+        hk_span_free(got[w]);
+    for (unsigned k = 0; k < nall; k++)
+        if (all[k])
+            hk_span_free(all[k]);
+    size_t mapped1 = hk_refill_mapped();
+    if (mapped1 > mapped0 + ((size_t)16 << 21))
+        FAIL("%zu MiB of regions mapped after freeing %u of them (%zu MiB before): more than 16 empty ones kept",
+             mapped1 >> 20, NREG, mapped0 >> 20);
+    printf("region-purge: spans of 2-29 pages took runs of their own length among %u regions; "
+           "%zu MiB mapped after freeing them (%zu before)\n", NREG, mapped1 >> 20, mapped0 >> 20);
 }
 
 int main(void)
@@ -115,5 +178,6 @@ int main(void)
         hk_span_free(mine[--nmine]);
     while (nother)
         hk_span_free(other[--nother]);
+    many_regions();
     return 0;
 }

@@ -43,8 +43,9 @@ typedef struct hk_chunk {
     /* region state */
     uint32_t free_pages;  /* bit i: page i is free */
     uint32_t dirty_pages; /* bit i: page i may hold non-zero bytes */
-    struct hk_chunk *next_avail, *prev_avail; /* regions with a free page */
+    struct hk_chunk *next_avail, *prev_avail; /* its list: regions of the same longest free run */
     uint32_t idle_ms; /* when a span last came back to the region */
+    uint8_t longest;  /* its longest run of free pages (0: on no list) */
     /* large-mapping state */
     char *user;       /* the pointer malloc returned */
     size_t map_size;  /* bytes mapped from the chunk base */

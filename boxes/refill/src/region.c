@@ -9,6 +9,8 @@
 #define ALL_PAGES 0xffffffffu
 #define USABLE_PAGES (ALL_PAGES & ~1u) /* page 0 holds the header */
 #define EMPTY_REGIONS_MAX 16           /* kept however recent: 32 MiB of address space */
+#define LONGEST_EMPTY 31               /* the longest free run of an empty region */
+#define FIT_SCAN 8                     /* regions best fit compares in its list */
 
 /* Bits at..at+n-1 of a 32-bit page mask (n = 32 would overflow 1u << n). */
 static inline uint32_t run_mask(unsigned n, unsigned at)
@@ -19,10 +21,15 @@ static inline uint32_t run_mask(unsigned n, unsigned at)
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 
 static hk_lock_t region_lock = HK_LOCK_INIT;
-/* The regions with a free page: best fit and the purge visit only these (a
- * full region has nothing to place or give back); region_count counts all. */
-static hk_chunk_t *avail;
+/* The regions with a free page, in lists by their longest free run (1..31;
+ * 31: empty), newest first: best fit looks only at the list of the shortest
+ * run that can hold a span, so placing one costs the same with 10 regions
+ * or 10,000. A full region is on no list (nothing to place or give back);
+ * region_count counts all. Bit k of `listed`: list k is not empty. */
+static hk_chunk_t *by_run[LONGEST_EMPTY + 1], *by_run_tail[LONGEST_EMPTY + 1];
+static uint32_t listed;
 static size_t region_count, empty_regions;
+static uint32_t last_walk_ms; /* the last inline purge walk (hk_span_free) */
 
 _Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
 _Static_assert(HK_PAGES_PER_CHUNK == 32, "free-page masks are 32-bit");
@@ -58,23 +65,49 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch)
     return ok;
 }
 
-static void avail_add(hk_chunk_t *ch)
+static unsigned longest_run(uint32_t m)
 {
-    ch->prev_avail = NULL;
-    ch->next_avail = avail;
-    if (avail)
-        avail->prev_avail = ch;
-    avail = ch;
+    unsigned k = 0;
+    for (; m; k++)
+        m &= m >> 1; /* each pass shortens every run by one */
+    return k;
 }
 
-static void avail_remove(hk_chunk_t *ch)
+static void list_unlink(hk_chunk_t *ch)
 {
+    unsigned k = ch->longest;
     if (ch->prev_avail)
         ch->prev_avail->next_avail = ch->next_avail;
     else
-        avail = ch->next_avail;
+        by_run[k] = ch->next_avail;
     if (ch->next_avail)
         ch->next_avail->prev_avail = ch->prev_avail;
+    else
+        by_run_tail[k] = ch->prev_avail;
+    if (!by_run[k])
+        listed &= ~(1u << k);
+    ch->longest = 0;
+}
+
+/* Puts ch on the list its free pages now call for (none when full). */
+static void list_refile(hk_chunk_t *ch)
+{
+    unsigned k = longest_run(ch->free_pages);
+    if (k == ch->longest)
+        return;
+    if (ch->longest)
+        list_unlink(ch);
+    if (!k)
+        return;
+    ch->longest = (uint8_t)k;
+    ch->prev_avail = NULL;
+    ch->next_avail = by_run[k];
+    if (by_run[k])
+        by_run[k]->prev_avail = ch;
+    else
+        by_run_tail[k] = ch;
+    by_run[k] = ch;
+    listed |= 1u << k;
 }
 
 static hk_chunk_t *region_new(void)
@@ -92,7 +125,7 @@ static hk_chunk_t *region_new(void)
         errno = ENOMEM;
         return NULL;
     }
-    avail_add(ch);
+    list_refile(ch);
     __atomic_add_fetch(&region_count, 1, __ATOMIC_RELAXED); /* read by hk_refill_mapped without the lock */
     empty_regions++;
     return ch;
@@ -100,12 +133,29 @@ static hk_chunk_t *region_new(void)
 
 static void region_release(hk_chunk_t *ch)
 {
-    avail_remove(ch); /* an empty region is on the list */
+    list_unlink(ch); /* an empty region is on a list */
     pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
     __atomic_sub_fetch(&region_count, 1, __ATOMIC_RELAXED);
     empty_regions--;
     hk_os_release(ch, HK_CHUNK_SIZE);
     hk_note_returned(HK_CHUNK_SIZE);
+}
+
+/* Decommits ch's free pages that have been free for `delay` ms. */
+static size_t decommit_old(hk_chunk_t *ch, uint32_t now, uint32_t delay, bool *pending)
+{
+    uint32_t dirty = ch->free_pages & ch->dirty_pages, old = 0;
+    for (uint32_t m = dirty; m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctz(m);
+        if (now - ch->page[i].idle_ms >= delay)
+            old |= 1u << i;
+    }
+    if (dirty != old)
+        *pending = true;
+    if (!old)
+        return 0;
+    ch->dirty_pages &= ~old;
+    return hk_decommit_bits((char *)ch, old, HK_PAGE_SIZE);
 }
 
 /* Free pages are kept resident for reuse (a page given back faults in again
@@ -120,27 +170,18 @@ static void region_release(hk_chunk_t *ch)
 static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
 {
     size_t given = 0;
-    for (hk_chunk_t *ch = avail, *next; ch; ch = next) {
-        next = ch->next_avail;
-        bool idle = now - ch->idle_ms >= delay;
-        if (ch->free_pages == USABLE_PAGES && (idle || empty_regions > EMPTY_REGIONS_MAX)) {
+    /* Empty regions, oldest first (the list is newest first). */
+    for (hk_chunk_t *ch = by_run_tail[LONGEST_EMPTY], *prev; ch; ch = prev) {
+        prev = ch->prev_avail;
+        if (now - ch->idle_ms >= delay || empty_regions > EMPTY_REGIONS_MAX) {
             region_release(ch);
             given += HK_CHUNK_SIZE;
-            continue;
-        }
-        uint32_t dirty = ch->free_pages & ch->dirty_pages, old = 0;
-        for (uint32_t m = dirty; m; m &= m - 1) {
-            unsigned i = (unsigned)__builtin_ctz(m);
-            if (now - ch->page[i].idle_ms >= delay)
-                old |= 1u << i;
-        }
-        if (dirty != old)
-            *pending = true;
-        if (old) {
-            given += hk_decommit_bits((char *)ch, old, HK_PAGE_SIZE);
-            ch->dirty_pages &= ~old;
-        }
+        } else
+            given += decommit_old(ch, now, delay, pending);
     }
+    for (unsigned k = 1; k < LONGEST_EMPTY; k++)
+        for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
+            given += decommit_old(ch, now, delay, pending);
     return given;
 }
 
@@ -183,20 +224,22 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
     l->n--;
 }
 
-/* Best fit: the shortest run of free pages that holds n, over the regions;
- * among equals, the run with the most resident (dirty) pages, then the
- * fullest region. Long runs stay whole for medium slabs, which is what keeps
- * a mix of sizes from mapping new regions while old ones have room, and
- * resident pages are reused before decommitted ones fault in again.
+/* Best fit: a region from the list of the shortest longest-run that holds
+ * n (so long runs elsewhere stay whole for medium slabs, which is what keeps
+ * a mix of sizes from mapping new regions while old ones have room); in it,
+ * the shortest run that holds n. Among the first FIT_SCAN regions of that
+ * list: the shortest such run, then the most resident (dirty) pages in it
+ * (reused before decommitted ones fault in again), then the fullest region.
  * Caller holds region_lock. Returns the region and sets *at, or NULL. */
 static hk_chunk_t *best_run(unsigned n, int *at)
 {
+    uint32_t fit = listed >> n << n; /* lists whose runs hold n */
+    if (!fit)
+        return NULL;
     hk_chunk_t *best = NULL;
-    unsigned best_len = 33, best_warm = 0, best_free = 33;
-    for (hk_chunk_t *ch = avail; ch; ch = ch->next_avail) {
+    unsigned best_len = 33, best_warm = 0, best_free = 33, scanned = 0;
+    for (hk_chunk_t *ch = by_run[__builtin_ctz(fit)]; ch && scanned < FIT_SCAN; ch = ch->next_avail, scanned++) {
         unsigned nfree = (unsigned)__builtin_popcount(ch->free_pages);
-        if (nfree < n)
-            continue;
         for (uint32_t m = ch->free_pages; m;) {
             unsigned start = (unsigned)__builtin_ctz(m);
             uint32_t rest = ~(m >> start);
@@ -232,8 +275,7 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
         empty_regions--;
     uint32_t mask = run_mask(n, (unsigned)at);
     ch->free_pages &= ~mask;
-    if (!ch->free_pages)
-        avail_remove(ch);
+    list_refile(ch);
     *zeroed = !(ch->dirty_pages & mask);
     ch->dirty_pages |= mask;
     uintptr_t start = (uintptr_t)ch + ((size_t)at << HK_PAGE_SHIFT);
@@ -262,15 +304,22 @@ void hk_span_free(hk_page_t *first)
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
         ch->page[at + i].idle_ms = now; /* a free page: when it became free */
     }
-    if (!ch->free_pages)
-        avail_add(ch);
     ch->free_pages |= run_mask(n, at);
     ch->idle_ms = now;
-    if (ch->free_pages == USABLE_PAGES) {
-        bool pending = false;
-        empty_regions++;
-        if (empty_regions > EMPTY_REGIONS_MAX)
-            regions_purge(ch->idle_ms, hk_policy_purge_delay_ms(), &pending);
+    list_refile(ch);
+    if (ch->free_pages == USABLE_PAGES && ++empty_regions > EMPTY_REGIONS_MAX) {
+        /* Too many empty regions: the oldest go at once, and free pages
+         * that have waited out the delay elsewhere too (the purge thread
+         * may be off), but that walk of every region at most once per
+         * half delay: with thousands of regions it is not free. */
+        while (empty_regions > EMPTY_REGIONS_MAX)
+            region_release(by_run_tail[LONGEST_EMPTY]);
+        uint32_t delay = hk_policy_purge_delay_ms(), every = delay / 2 < 10 ? 10 : delay / 2;
+        if (now - last_walk_ms >= every) {
+            bool pending = false;
+            last_walk_ms = now;
+            regions_purge(now, delay, &pending);
+        }
     }
     __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
     hk_unlock(&region_lock);
@@ -291,8 +340,9 @@ void hk_region_stats(hk_refill_stats_t *st)
     hk_lock(&region_lock);
     st->region_bytes = region_count * HK_CHUNK_SIZE;
     size_t free_pages = 0;
-    for (hk_chunk_t *ch = avail; ch; ch = ch->next_avail)
-        free_pages += (size_t)__builtin_popcount(ch->free_pages);
+    for (unsigned k = 1; k <= LONGEST_EMPTY; k++)
+        for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
+            free_pages += (size_t)__builtin_popcount(ch->free_pages);
     st->free_page_bytes = free_pages << HK_PAGE_SHIFT;
     hk_unlock(&region_lock);
 }
