@@ -110,9 +110,16 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);
  * pages are decommitted and empty regions unmapped. Returns the bytes given
  * back; sets *pending when free resident memory remains for a later call. */
 size_t hk_refill_purge(uint32_t delay, bool *pending);
-/* Set (relaxed) whenever memory becomes free; the front's purge thread
- * clears it. */
+/* Set whenever memory becomes free; the front's purge thread clears it. */
 extern HK_HIDDEN int hk_refill_purge_pending;
+/* Sets it, ordered against the purge thread's parking: stored only when
+ * clear, since it mostly is set and a sequentially consistent store (an
+ * xchg) on every medium free cost more than the rest of the flag's use. */
+HK_INLINE void hk_refill_mark_pending(void)
+{
+    if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_SEQ_CST))
+        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
+}
 /* Counts purge passes that found memory to wait for or give back: a thread
  * whose slow path sees it advanced by HK_IDLE_EPOCHS since its previous slow
  * path has been idle, and gives its whole cache back first. */

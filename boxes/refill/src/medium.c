@@ -49,13 +49,17 @@ static const uint8_t mslab_pages[HK_MEDIUM_CLASSES] = {
     13, 14, 15, 16, 18, 20, 22, 24, 20, 21, 23, 24, 18, 20, 22, 24, 13, 14, 15, 16,
 };
 
-/* A medium class: its lock and its slabs that have a free block. Freed
- * blocks are not written to, so a cached block costs no page fault and the
- * slab can be purged as a whole. */
+/* A medium class: its lock and its slabs that have a free block, in two
+ * lists, newest first: those with blocks in use, and the empty ones. A
+ * block comes from the first of the first list (the slab that most
+ * recently stopped being full: one free block), else from the first empty
+ * slab (the most recently used: still resident), so mostly empty slabs
+ * drain and empty ones wait last, without a search. Freed blocks are not
+ * written to, so a cached block costs no page fault and the slab can be
+ * purged as a whole. */
 typedef struct mclass_state {
     hk_lock_t lock;
-    hk_slab_list_t partial;
-    unsigned nempty;  /* partial slabs with no block in use */
+    hk_slab_list_t partial, empty;
     uint32_t last_purge_ms;
     uint64_t allocs, frees, made, returned; /* for the stats */
 } mclass_state_t;
@@ -73,7 +77,6 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     unsigned cap = (unsigned)(((size_t)n << HK_PAGE_SHIFT) / size);
     pg->capacity = cap;
     pg->charge = 0; /* fresh: nothing resident yet */
-    ms->nempty++;
     ms->made++;
     pg->mfree = cap == 32 ? 0xffffffffu : (1u << cap) - 1;
     pg->mdirty = zeroed ? 0 : 0xffffffffu;
@@ -84,7 +87,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
         ch->page[hk_page_index(pg) + i].mcls = (uint8_t)m;
     }
-    hk_slab_list_add(&ms->partial, pg);
+    hk_slab_list_add(&ms->empty, pg);
     return pg;
 }
 
@@ -97,21 +100,21 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
 static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay, bool *pending)
 {
     ms->last_purge_ms = now;
-    for (hk_page_t *pg = ms->partial.head, *next; pg; pg = next) {
+    unsigned k = 0; /* the newest MEDIUM_EMPTY_MAX stay */
+    for (hk_page_t *pg = ms->empty.head, *next; pg; pg = next, k++) {
         next = pg->next;
-        bool idle = now - pg->idle_ms >= delay;
-        if (pg->used == 0 &&
-            (idle || ms->nempty > MEDIUM_EMPTY_MAX ||
-             __atomic_load_n(&empty_bytes, __ATOMIC_RELAXED) > MEDIUM_EMPTY_BUDGET)) {
-            ms->nempty--;
+        if (now - pg->idle_ms >= delay || k >= MEDIUM_EMPTY_MAX ||
+            __atomic_load_n(&empty_bytes, __ATOMIC_RELAXED) > MEDIUM_EMPTY_BUDGET) {
             __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
-            hk_slab_list_remove(&ms->partial, pg);
+            hk_slab_list_remove(&ms->empty, pg);
             ms->returned++;
             hk_span_free(pg);
-            continue;
-        }
+        } else if (pg->mfree & pg->mdirty)
+            *pending = true; /* resident until it has been empty for the delay */
+    }
+    for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next) {
         uint32_t dirty = pg->mfree & pg->mdirty;
-        if (dirty && !idle) {
+        if (dirty && now - pg->idle_ms < delay) {
             *pending = true;
             continue;
         }
@@ -121,23 +124,12 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
     }
 }
 
-/* The partial slab with the fewest free blocks among the first few: mostly
- * empty slabs then drain and can be returned (docs/design.md). */
-static hk_page_t *fullest(hk_page_t *pg)
-{
-    hk_page_t *best = pg;
-    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++)
-        if (__builtin_popcount(pg->mfree) < __builtin_popcount(best->mfree))
-            best = pg;
-    return best;
-}
-
 void *hk_medium_alloc(size_t n, bool *zeroed)
 {
     unsigned m = mclass_by4k[(n + 4095) >> 12];
     mclass_state_t *ms = &mclasses[m];
     hk_lock(&ms->lock);
-    hk_page_t *pg = fullest(ms->partial.head);
+    hk_page_t *pg = ms->partial.head ? ms->partial.head : ms->empty.head;
     if (!pg && !(pg = mslab_new(ms, m))) {
         hk_unlock(&ms->lock);
         errno = ENOMEM;
@@ -151,13 +143,14 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
     pg->mfree &= ~bit;
     ms->allocs++;
     if (pg->used++ == 0) {
-        ms->nempty--;
         __atomic_sub_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
-    }
+        hk_slab_list_remove(&ms->empty, pg);
+        if (pg->mfree)
+            hk_slab_list_add(&ms->partial, pg);
+    } else if (!pg->mfree)
+        hk_slab_list_remove(&ms->partial, pg);
     *zeroed = !(pg->mdirty & bit);
     pg->mdirty |= bit;
-    if (!pg->mfree)
-        hk_slab_list_remove(&ms->partial, pg);
     void *p = (char *)pg->start + (size_t)i * msize[m];
     hk_unlock(&ms->lock);
     return p;
@@ -170,7 +163,10 @@ static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned
     if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM || !hk_slab_is_block_start(pg, p))
         hk_fatal_op("invalid", op, p);
     hk_page_t *first = &ch->page[pg->first];
-    unsigned i = (unsigned)(((uintptr_t)p - first->start) / msize[first->mcls]);
+    /* (p - start) / size without a division: offsets are below 2^32, and
+     * divmagic = ceil(2^64 / size) makes the high half of the product
+     * exact (Lemire, Kaser, Kurz 2019). */
+    unsigned i = (unsigned)(((unsigned __int128)((uintptr_t)p - first->start) * first->divmagic) >> 64);
     if (i >= first->capacity)
         hk_fatal_op("invalid", op, p);
     if (first->mfree & (1u << i)) /* already free: a second free, or a use after free */
@@ -190,19 +186,20 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
     pg->used--;
     ms->frees++;
     pg->idle_ms = hk_now_ms();
-    if (!pg->on_partial)
-        hk_slab_list_add(&ms->partial, pg);
     if (pg->used == 0) {
-        ms->nempty++;
+        if (pg->on_partial)
+            hk_slab_list_remove(&ms->partial, pg);
+        hk_slab_list_add(&ms->empty, pg);
         pg->charge = (uint32_t)__builtin_popcount(pg->mdirty & pg->mfree) * msize[pg->mcls];
         __atomic_add_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
-    }
+    } else if (!pg->on_partial)
+        hk_slab_list_add(&ms->partial, pg);
     /* Inline purging at most once per clock tick and class; the purge
      * thread covers classes that go quiet. */
     bool pending = false;
     if (pg->idle_ms != ms->last_purge_ms)
         mpurge(ms, pg->mcls, pg->idle_ms, hk_policy_purge_delay_ms(), &pending);
-    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
+    hk_refill_mark_pending();
     hk_unlock(&ms->lock);
 }
 
@@ -244,6 +241,8 @@ void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
     st->slabs = ms->made - ms->returned;
     for (hk_page_t *pg = ms->partial.head; pg; pg = pg->next)
         st->slab_free += (size_t)__builtin_popcount(pg->mfree);
+    for (hk_page_t *pg = ms->empty.head; pg; pg = pg->next)
+        st->slab_free += pg->capacity;
     hk_unlock(&ms->lock);
 }
 

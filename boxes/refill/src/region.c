@@ -321,7 +321,7 @@ void hk_span_free(hk_page_t *first)
             regions_purge(now, delay, &pending);
         }
     }
-    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
+    hk_refill_mark_pending();
     hk_unlock(&region_lock);
 }
 
