@@ -161,6 +161,44 @@ Test(stats, trim_shows_as_returned_bytes)
     cr_assert_lt(snap_b.live, snap_a.live - 30 * MiB);
 }
 
+/* Medium slabs: a block comes from a slab with blocks in use before an
+ * empty one, and malloc_trim gives every empty slab back (the stats'
+ * slab_free_blocks and slabs count both kinds). 192 KiB: 4 blocks a slab. */
+Test(stats, medium_slab_in_use_before_empty_and_trim_returns_empties)
+{
+    enum { SIZE = 192 * KiB, N = 8 };
+    char *p[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_not_null(p[i] = hak_malloc(SIZE));
+    snap(&snap_a);
+    const struct hak_stats_class *r = row_for(&snap_a, SIZE);
+    cr_assert_eq(r->kind, HAK_STATS_MEDIUM);
+    cr_assert_eq(r->slabs, 2, "8 blocks of a 4-block class: %llu slabs", (unsigned long long)r->slabs);
+    cr_assert_eq(r->slab_free_blocks, 0);
+    /* Blocks come out in address order within a slab: p[0..3] and p[4..7]. */
+    for (int i = 1; i < N; i++)
+        if (i != 4)
+            cr_assert_eq(p[i], p[i - 1] + SIZE, "block %d is not next to block %d", i, i - 1);
+    for (int i = 0; i < 4; i++)
+        hak_free(p[i]); /* the first slab is empty */
+    hak_free(p[5]);     /* the second has one free block */
+    char *q = hak_malloc(SIZE);
+    cr_assert_eq(q, p[5], "took %p, not the free block of the slab in use (%p)", (void *)q, (void *)p[5]);
+    hak_free(q);
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->slabs, 2);
+    cr_assert_eq(r->slab_free_blocks, 5, "4 in the empty slab and 1: %llu", (unsigned long long)r->slab_free_blocks);
+    for (int i = 4; i < N; i++)
+        if (i != 5)
+            hak_free(p[i]);
+    hak_malloc_trim(0);
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->slabs, 0, "%llu medium slabs left after malloc_trim", (unsigned long long)r->slabs);
+    cr_assert_eq(r->slab_free_blocks, 0);
+}
+
 Test(stats, print_writes_a_table)
 {
     void *p = hak_malloc(7000);
