@@ -57,6 +57,8 @@ static void many_regions(void)
     enum { NREG = 56, MAXSPANS = NREG * 31 + 4096 };
     static hk_page_t *all[MAXSPANS], *byreg[NREG][32];
     static hk_chunk_t *regs[NREG];
+    bool pending = false;
+    hk_refill_purge(0, &pending); /* no empty region left over from above */
     size_t mapped0 = hk_refill_mapped();
     unsigned nall = 0, nreg = 0;
     /* 1-page spans until NREG regions are wholly the test's (regions the

@@ -220,11 +220,12 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
 
 void hk_medium_purge(uint32_t delay, bool *pending)
 {
-    uint32_t now = hk_now_ms();
     for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
         mclass_state_t *ms = &mclasses[m];
         hk_lock(&ms->lock);
-        mpurge(ms, m, now, delay, pending);
+        /* The clock read under the lock: a slab freed after an earlier
+         * reading would look idle for 2^32 ms and go back at once. */
+        mpurge(ms, m, hk_now_ms(), delay, pending);
         hk_unlock(&ms->lock);
     }
 }

@@ -224,39 +224,39 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
     l->n--;
 }
 
-/* Best fit: a region from the list of the shortest longest-run that holds
+/* Best fit: regions from the lists of the shortest longest-runs that hold
  * n (so long runs elsewhere stay whole for medium slabs, which is what keeps
- * a mix of sizes from mapping new regions while old ones have room); in it,
- * the shortest run that holds n. Among the first FIT_SCAN regions of that
- * list: the shortest such run, then the most resident (dirty) pages in it
- * (reused before decommitted ones fault in again), then the fullest region.
+ * a mix of sizes from mapping new regions while old ones have room); in
+ * each, the shortest run that holds n. Over at most FIT_SCAN regions, moving
+ * to the next list only while no run of exactly n was found: the shortest
+ * run, then the most resident (dirty) pages in it (reused before
+ * decommitted ones fault in again), then the fullest region.
  * Caller holds region_lock. Returns the region and sets *at, or NULL. */
 static hk_chunk_t *best_run(unsigned n, int *at)
 {
-    uint32_t fit = listed >> n << n; /* lists whose runs hold n */
-    if (!fit)
-        return NULL;
     hk_chunk_t *best = NULL;
     unsigned best_len = 33, best_warm = 0, best_free = 33, scanned = 0;
-    for (hk_chunk_t *ch = by_run[__builtin_ctz(fit)]; ch && scanned < FIT_SCAN; ch = ch->next_avail, scanned++) {
-        unsigned nfree = (unsigned)__builtin_popcount(ch->free_pages);
-        for (uint32_t m = ch->free_pages; m;) {
-            unsigned start = (unsigned)__builtin_ctz(m);
-            uint32_t rest = ~(m >> start);
-            unsigned len = rest ? (unsigned)__builtin_ctz(rest) : 32 - start;
-            uint32_t run = run_mask(len, start);
-            m &= ~run;
-            if (len < n || len > best_len)
-                continue;
-            uint32_t mask = run_mask(n, start);
-            unsigned warm = (unsigned)__builtin_popcount(ch->dirty_pages & mask);
-            if (len == best_len && (warm < best_warm || (warm == best_warm && nfree >= best_free)))
-                continue;
-            best = ch;
-            *at = (int)start;
-            best_len = len;
-            best_warm = warm;
-            best_free = nfree;
+    for (uint32_t fit = listed >> n << n; fit && best_len > n && scanned < FIT_SCAN; fit &= fit - 1) {
+        for (hk_chunk_t *ch = by_run[__builtin_ctz(fit)]; ch && scanned < FIT_SCAN; ch = ch->next_avail, scanned++) {
+            unsigned nfree = (unsigned)__builtin_popcount(ch->free_pages);
+            for (uint32_t m = ch->free_pages; m;) {
+                unsigned start = (unsigned)__builtin_ctz(m);
+                uint32_t rest = ~(m >> start);
+                unsigned len = rest ? (unsigned)__builtin_ctz(rest) : 32 - start;
+                uint32_t run = run_mask(len, start);
+                m &= ~run;
+                if (len < n || len > best_len)
+                    continue;
+                uint32_t mask = run_mask(n, start);
+                unsigned warm = (unsigned)__builtin_popcount(ch->dirty_pages & mask);
+                if (len == best_len && (warm < best_warm || (warm == best_warm && nfree >= best_free)))
+                    continue;
+                best = ch;
+                *at = (int)start;
+                best_len = len;
+                best_warm = warm;
+                best_free = nfree;
+            }
         }
     }
     return best;
