@@ -25,6 +25,9 @@ unsigned hk_policy_central_batches(unsigned c);
 unsigned hk_policy_purge_delay_ms(void);
 /* HAKMEM_PURGE_DELAY_MS, set once at initialisation. */
 void hk_policy_set_purge_delay_ms(unsigned ms);
+/* How often free memory is looked over for the delay: half of it, at least
+ * every 10 ms (the purge thread's sleep, and Box 2's inline walks). */
+static inline uint32_t hk_policy_purge_interval_ms(uint32_t delay) { return delay / 2 < 10 ? 10 : delay / 2; }
 
 /* Events from Box 1's slow paths (never its hit path): a refill of n blocks
  * of class c, a flush of n blocks, and a thread that gave back its whole

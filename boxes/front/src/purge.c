@@ -27,7 +27,7 @@ static void *purger(void *arg)
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the program's */
     for (;;) {
         uint32_t delay = hk_policy_purge_delay_ms();
-        uint32_t nap = delay / 2 < 10 ? 10 : delay / 2;
+        uint32_t nap = hk_policy_purge_interval_ms(delay);
         struct timespec ts = {nap / 1000, (long)(nap % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         __atomic_store_n(&hk_refill_purge_pending, 0, __ATOMIC_SEQ_CST);

@@ -164,8 +164,8 @@ static size_t decommit_old(hk_chunk_t *ch, uint32_t now, uint32_t delay, bool *p
  * is unmapped. Timing each page, not the region, matters under steady
  * traffic: a busy region is never idle, and its free pages would otherwise
  * stay resident however long they go unused.
- * At most EMPTY_REGIONS_MAX empty regions are kept however recent.
- * Caller holds the lock. Returns bytes given back; *pending is set when
+ * (hk_span_free keeps at most EMPTY_REGIONS_MAX empty regions however
+ * recent.) Caller holds the lock. Returns bytes given back; *pending is set when
  * free resident pages remain. */
 static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
 {
@@ -173,7 +173,7 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
     /* Empty regions, oldest first (the list is newest first). */
     for (hk_chunk_t *ch = by_run_tail[LONGEST_EMPTY], *prev; ch; ch = prev) {
         prev = ch->prev_avail;
-        if (now - ch->idle_ms >= delay || empty_regions > EMPTY_REGIONS_MAX) {
+        if (now - ch->idle_ms >= delay) {
             region_release(ch);
             given += HK_CHUNK_SIZE;
         } else
@@ -314,8 +314,8 @@ void hk_span_free(hk_page_t *first)
          * half delay: with thousands of regions it is not free. */
         while (empty_regions > EMPTY_REGIONS_MAX)
             region_release(by_run_tail[LONGEST_EMPTY]);
-        uint32_t delay = hk_policy_purge_delay_ms(), every = delay / 2 < 10 ? 10 : delay / 2;
-        if (now - last_walk_ms >= every) {
+        uint32_t delay = hk_policy_purge_delay_ms();
+        if (now - last_walk_ms >= hk_policy_purge_interval_ms(delay)) {
             bool pending = false;
             last_walk_ms = now;
             regions_purge(now, delay, &pending);
