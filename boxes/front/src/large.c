@@ -138,7 +138,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
         cache[cache_n].idle_ms = now;
         cache_n++;
         __atomic_add_fetch(&cache_bytes, ch->map_size, __ATOMIC_RELAXED);
-        __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+        hk_refill_mark_pending();
         while (cache_bytes > CACHE_MAX_BYTES)
             evict[nevict++] = cache_take(0);
     } else {

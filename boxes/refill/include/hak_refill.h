@@ -112,9 +112,10 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);
 size_t hk_refill_purge(uint32_t delay, bool *pending);
 /* Set whenever memory becomes free; the front's purge thread clears it. */
 extern HK_HIDDEN int hk_refill_purge_pending;
-/* Sets it, ordered against the purge thread's parking: stored only when
- * clear, since it mostly is set and a sequentially consistent store (an
- * xchg) on every medium free cost more than the rest of the flag's use. */
+/* Sets it (every setter goes through here), ordered against the purge
+ * thread's parking: stored only when clear, since it mostly is set and a
+ * sequentially consistent store (an xchg) on every medium free cost more
+ * than the rest of the flag's use. */
 HK_INLINE void hk_refill_mark_pending(void)
 {
     if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_SEQ_CST))

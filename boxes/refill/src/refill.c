@@ -197,7 +197,7 @@ static void central_push(hk_class_state_t *cs, void *head, unsigned n)
     cs->batch[cs->nbatch].n = n;
     cs->nbatch++;
     cs->last_give_ms = hk_now_ms();
-    __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_RELAXED);
+    hk_refill_mark_pending();
 }
 
 void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
