@@ -1,4 +1,4 @@
-/* Box 2's regions from inside: spans go where they fit best (also among many regions), a free span's pages are decommitted once they have been free for the purge delay even while the rest of their region stays busy, and empty regions beyond the kept few are unmapped at once. */
+/* Box 2's regions from inside: spans go where they fit best (also among many regions), a free span's pages are decommitted once they have been free for the purge delay even while the rest of their region stays busy, and empty regions beyond the kept few are unmapped at once, the few growing with swings the program repeats. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 
 #include "hakmem.h"
 #include "refill_internal.h" /* white box: hk_span_alloc and hk_span_free */
+#include "hak_policy.h"
 
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 #define DELAY_MS 50 /* HAKMEM_PURGE_DELAY_MS in tests/meson.build */
@@ -113,6 +114,54 @@ static void many_regions(void)
            "%zu MiB mapped after freeing them (%zu before)\n", NREG, mapped1 >> 20, mapped0 >> 20);
 }
 
+/* Whole regions (a 31-page span each) n at a time, all freed again. */
+static void swing(unsigned n)
+{
+    static hk_page_t *held[64];
+    for (unsigned i = 0; i < n; i++)
+        held[i] = span(31);
+    for (unsigned i = 0; i < n; i++)
+        hk_span_free(held[i]);
+}
+
+#define REGIONS(bytes) ((unsigned)((bytes) >> 21))
+
+/* The cap on empty regions kept however recent: 16, raised while the purge
+ * thread runs by what it unmapped when a region had to be mapped again
+ * within the delay; halved when kept ones go back idle; 16 after a trim and
+ * without the thread. (The thread is off in this test: the flag it sets is
+ * set by hand, and purge passes are called directly.) */
+static void kept_regions_follow_swings(void)
+{
+    bool pending = false;
+    hk_policy_set_purge_delay_ms(600000); /* no stall can end the window */
+    hk_refill_purge(0, &pending);
+    size_t base = hk_refill_mapped();
+    __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
+    swing(48);
+    unsigned first = REGIONS(hk_refill_mapped() - base);
+    swing(48); /* 32 of them unmapped a moment ago: the cap grows by 32 */
+    unsigned second = REGIONS(hk_refill_mapped() - base);
+    printf("region-purge: 48 regions freed: %u kept; freed again after mapping them again: %u kept\n", first, second);
+    if (first != 16) FAIL("%u empty regions kept after the first swing, not 16", first);
+    if (second != 48) FAIL("%u empty regions kept after the program needed 48 again at once, not 48", second);
+    sleep_ms(5);
+    hk_refill_purge(1, &pending); /* all of them idle for the (1 ms) delay */
+    if (hk_refill_mapped() != base)
+        FAIL("%u empty regions still mapped after the delay", REGIONS(hk_refill_mapped() - base));
+    swing(48);
+    unsigned halved = REGIONS(hk_refill_mapped() - base);
+    if (halved != 24) FAIL("%u empty regions kept after idle ones went back, not 24 (half the cap)", halved);
+    hk_refill_purge(0, &pending);
+    __atomic_store_n(&hk_refill_purger, 0, __ATOMIC_RELAXED);
+    swing(48);
+    swing(48);
+    unsigned fixed = REGIONS(hk_refill_mapped() - base);
+    if (fixed != 16) FAIL("%u empty regions kept without the purge thread, not 16", fixed);
+    hk_refill_purge(0, &pending);
+    printf("region-purge: after idle ones went back: %u kept; without the purge thread: %u\n", halved, fixed);
+}
+
 int main(void)
 {
     if (strstr(hak_version(), "backend=hugepages")) {
@@ -181,5 +230,6 @@ int main(void)
     while (nother)
         hk_span_free(other[--nother]);
     many_regions();
+    kept_regions_follow_swings();
     return 0;
 }

@@ -25,6 +25,7 @@ static void *purger(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the program's */
+    __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
     for (;;) {
         uint32_t delay = hk_policy_purge_delay_ms();
         uint32_t nap = hk_policy_purge_interval_ms(delay);
@@ -94,5 +95,6 @@ void hk_purge_kick_slow(void)
 void hk_purge_after_fork(void)
 {
     hk_purge_started = 0;
+    hk_refill_purger = 0;
     parked = 0;
 }

@@ -121,6 +121,10 @@ HK_INLINE void hk_refill_mark_pending(void)
     if (!__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_SEQ_CST))
         __atomic_store_n(&hk_refill_purge_pending, 1, __ATOMIC_SEQ_CST);
 }
+/* Set by the front's purge thread while it runs (cleared in a fork child):
+ * memory kept for reuse is then bounded by the purge delay, so Box 2 may
+ * keep more of it at once (docs/design.md, "Giving memory back"). */
+extern HK_HIDDEN int hk_refill_purger;
 /* Counts purge passes that found memory to wait for or give back: a thread
  * whose slow path sees it advanced by HK_IDLE_EPOCHS since its previous slow
  * path has been idle, and gives its whole cache back first. */

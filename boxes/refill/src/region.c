@@ -8,7 +8,8 @@
 
 #define ALL_PAGES 0xffffffffu
 #define USABLE_PAGES (ALL_PAGES & ~1u) /* page 0 holds the header */
-#define EMPTY_REGIONS_MAX 16           /* kept however recent: 32 MiB of address space */
+#define EMPTY_REGIONS_MIN 16           /* kept however recent: 32 MiB of address space */
+#define EMPTY_REGIONS_MAX 4096         /* the most the cap grows to: 8 GiB of address space */
 #define LONGEST_EMPTY 31               /* the longest free run of an empty region */
 #define FIT_SCAN 8                     /* regions best fit compares in its list */
 
@@ -30,6 +31,17 @@ static hk_chunk_t *by_run[LONGEST_EMPTY + 1], *by_run_tail[LONGEST_EMPTY + 1];
 static uint32_t listed;
 static size_t region_count, empty_regions;
 static uint32_t last_walk_ms; /* the last inline purge walk (hk_span_free) */
+/* Empty regions kept however recent. While the purge thread runs (it bounds
+ * them by the delay), a region mapped within the delay of the cap unmapping
+ * some raises the cap by as many as it unmapped (the program's swings are
+ * wider than the cap, and unmapping memory only to map it again costs a TLB
+ * shootdown, two syscalls and the page faults each time); a purge pass that
+ * finds kept ones idle for the delay halves it. Without the thread it stays
+ * at EMPTY_REGIONS_MIN. */
+static size_t keep_empty = EMPTY_REGIONS_MIN;
+static uint32_t cap_release_ms; /* when the cap last unmapped a region */
+static size_t cap_released;     /* regions it unmapped since one was mapped */
+int hk_refill_purger;
 
 _Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
 _Static_assert(HK_PAGES_PER_CHUNK == 32, "free-page masks are 32-bit");
@@ -112,6 +124,13 @@ static void list_refile(hk_chunk_t *ch)
 
 static hk_chunk_t *region_new(void)
 {
+    if (cap_released) {
+        if (__atomic_load_n(&hk_refill_purger, __ATOMIC_RELAXED) &&
+            hk_now_ms() - cap_release_ms < hk_policy_purge_delay_ms())
+            keep_empty = keep_empty + cap_released < EMPTY_REGIONS_MAX ? keep_empty + cap_released
+                                                                        : EMPTY_REGIONS_MAX;
+        cap_released = 0;
+    }
     hk_chunk_t *ch = hk_os_reserve_slabs(HK_CHUNK_SIZE);
     if (!ch)
         return NULL;
@@ -164,21 +183,28 @@ static size_t decommit_old(hk_chunk_t *ch, uint32_t now, uint32_t delay, bool *p
  * is unmapped. Timing each page, not the region, matters under steady
  * traffic: a busy region is never idle, and its free pages would otherwise
  * stay resident however long they go unused.
- * (hk_span_free keeps at most EMPTY_REGIONS_MAX empty regions however
- * recent.) Caller holds the lock. Returns bytes given back; *pending is set when
+ * (hk_span_free keeps at most keep_empty empty regions however recent.)
+ * Caller holds the lock. Returns bytes given back; *pending is set when
  * free resident pages remain. */
 static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
 {
     size_t given = 0;
+    bool idle_gone = false;
     /* Empty regions, oldest first (the list is newest first). */
     for (hk_chunk_t *ch = by_run_tail[LONGEST_EMPTY], *prev; ch; ch = prev) {
         prev = ch->prev_avail;
         if (now - ch->idle_ms >= delay) {
             region_release(ch);
             given += HK_CHUNK_SIZE;
+            idle_gone = true;
         } else
             given += decommit_old(ch, now, delay, pending);
     }
+    if (!delay) { /* a trim: what went back was not the cap's doing */
+        keep_empty = EMPTY_REGIONS_MIN;
+        cap_released = 0;
+    } else if (idle_gone && keep_empty > EMPTY_REGIONS_MIN) /* kept, and not needed */
+        keep_empty /= 2;
     for (unsigned k = 1; k < LONGEST_EMPTY; k++)
         for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
             given += decommit_old(ch, now, delay, pending);
@@ -307,13 +333,14 @@ void hk_span_free(hk_page_t *first)
     ch->free_pages |= run_mask(n, at);
     ch->idle_ms = now;
     list_refile(ch);
-    if (ch->free_pages == USABLE_PAGES && ++empty_regions > EMPTY_REGIONS_MAX) {
+    if (ch->free_pages == USABLE_PAGES && ++empty_regions > keep_empty) {
         /* Too many empty regions: the oldest go at once, and free pages
          * that have waited out the delay elsewhere too (the purge thread
          * may be off), but that walk of every region at most once per
          * half delay: with thousands of regions it is not free. */
-        while (empty_regions > EMPTY_REGIONS_MAX)
+        for (; empty_regions > keep_empty; cap_released++)
             region_release(by_run_tail[LONGEST_EMPTY]);
+        cap_release_ms = now;
         uint32_t delay = hk_policy_purge_delay_ms();
         if (now - last_walk_ms >= hk_policy_purge_interval_ms(delay)) {
             bool pending = false;
