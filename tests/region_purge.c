@@ -52,7 +52,7 @@ static unsigned run_len(uint32_t mask, unsigned i)
 /* Many regions, each with one free run of its own length (2..29 pages):
  * a span of n pages must take a run of exactly n, wherever the region with
  * it sits among the others; and once everything is freed, at most 16 empty
- * regions (EMPTY_REGIONS_MAX) stay mapped. */
+ * regions (the cap without the purge thread) stay mapped. */
 static void many_regions(void)
 {
     enum { NREG = 56, MAXSPANS = NREG * 31 + 4096 };
@@ -124,42 +124,70 @@ static void swing(unsigned n)
         hk_span_free(held[i]);
 }
 
-#define REGIONS(bytes) ((unsigned)((bytes) >> 21))
+static size_t base_mapped;
+static unsigned kept(void) { return (unsigned)((hk_refill_mapped() - base_mapped) >> 21); }
 
-/* The cap on empty regions kept however recent: 16, raised while the purge
- * thread runs by what it unmapped when a region had to be mapped again
- * within the delay; halved when kept ones go back idle; 16 after a trim and
- * without the thread. (The thread is off in this test: the flag it sets is
- * set by hand, and purge passes are called directly.) */
+/* Sleeps until hakmem's coarse clock has moved on by more than ms. */
+static void wait_clock(uint32_t ms)
+{
+    uint32_t t0 = hk_now_ms();
+    while (hk_now_ms() - t0 <= ms)
+        sleep_ms(1);
+}
+
+static void expect_kept(unsigned want, const char *after)
+{
+    unsigned got = kept();
+    if (got != want) FAIL("%u empty regions kept %s, not %u", got, after, want);
+    printf("region-purge: %u empty regions kept %s\n", got, after);
+}
+
+/* The cap on empty regions kept however recent: 16; while the purge thread
+ * runs, one more for each region mapped within the delay after the cap
+ * unmapped one; halved (not below 16) when a purge pass finds kept ones
+ * idle; 16 after a trim and without the thread. The thread is off in this
+ * test: its flag is set by hand and purge passes are called directly. */
 static void kept_regions_follow_swings(void)
 {
     bool pending = false;
-    hk_policy_set_purge_delay_ms(600000); /* no stall can end the window */
+    hk_policy_set_purge_delay_ms(600000); /* no stall can close the window */
     hk_refill_purge(0, &pending);
-    size_t base = hk_refill_mapped();
+    base_mapped = hk_refill_mapped();
     __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
     swing(48);
-    unsigned first = REGIONS(hk_refill_mapped() - base);
-    swing(48); /* 32 of them unmapped a moment ago: the cap grows by 32 */
-    unsigned second = REGIONS(hk_refill_mapped() - base);
-    printf("region-purge: 48 regions freed: %u kept; freed again after mapping them again: %u kept\n", first, second);
-    if (first != 16) FAIL("%u empty regions kept after the first swing, not 16", first);
-    if (second != 48) FAIL("%u empty regions kept after the program needed 48 again at once, not 48", second);
-    sleep_ms(5);
-    hk_refill_purge(1, &pending); /* all of them idle for the (1 ms) delay */
-    if (hk_refill_mapped() != base)
-        FAIL("%u empty regions still mapped after the delay", REGIONS(hk_refill_mapped() - base));
+    expect_kept(16, "after 48 were freed");
+    swing(48); /* the 32 unmapped a moment ago are mapped again */
+    expect_kept(48, "after the same 48 were needed again at once");
+    wait_clock(2);
+    hk_refill_purge(1, &pending); /* every one idle for the (1 ms) delay */
+    expect_kept(0, "after a purge pass with them all idle");
     swing(48);
-    unsigned halved = REGIONS(hk_refill_mapped() - base);
-    if (halved != 24) FAIL("%u empty regions kept after idle ones went back, not 24 (half the cap)", halved);
+    expect_kept(24, "after the next 48 (the cap halved)");
+    hk_refill_purge(0, &pending);
+    swing(48);
+    swing(24); /* 16 kept ones and 8 of the 32 unmapped: the cap keeps 8 more */
+    expect_kept(24, "after 48, then 24 (a trim in between)");
+    wait_clock(2);
+    hk_refill_purge(1, &pending);
+    swing(48);
+    expect_kept(16, "after a cap of 24 was halved");
+    hk_refill_purge(0, &pending);
+    hk_policy_set_purge_delay_ms(20);
+    swing(48);
+    wait_clock(20);
+    swing(48); /* mapped again, but the delay after the unmapping is over */
+    expect_kept(16, "after 48 were needed again only after the delay");
+    wait_clock(20);
+    swing(26); /* 10 mapped after the delay; freed: the cap unmaps 10 */
+    hk_policy_set_purge_delay_ms(600000);
+    swing(48); /* of the 32 mapped, only those 10 were just unmapped */
+    expect_kept(26, "after 26 needed after the delay, then 48 at once");
     hk_refill_purge(0, &pending);
     __atomic_store_n(&hk_refill_purger, 0, __ATOMIC_RELAXED);
     swing(48);
     swing(48);
-    unsigned fixed = REGIONS(hk_refill_mapped() - base);
-    if (fixed != 16) FAIL("%u empty regions kept without the purge thread, not 16", fixed);
+    expect_kept(16, "after two swings of 48 without the purge thread");
     hk_refill_purge(0, &pending);
-    printf("region-purge: after idle ones went back: %u kept; without the purge thread: %u\n", halved, fixed);
 }
 
 int main(void)

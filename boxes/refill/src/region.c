@@ -31,16 +31,11 @@ static hk_chunk_t *by_run[LONGEST_EMPTY + 1], *by_run_tail[LONGEST_EMPTY + 1];
 static uint32_t listed;
 static size_t region_count, empty_regions;
 static uint32_t last_walk_ms; /* the last inline purge walk (hk_span_free) */
-/* Empty regions kept however recent. While the purge thread runs (it bounds
- * them by the delay), a region mapped within the delay of the cap unmapping
- * some raises the cap by as many as it unmapped (the program's swings are
- * wider than the cap, and unmapping memory only to map it again costs a TLB
- * shootdown, two syscalls and the page faults each time); a purge pass that
- * finds kept ones idle for the delay halves it. Without the thread it stays
- * at EMPTY_REGIONS_MIN. */
+/* Empty regions kept however recent; grows with swings the program repeats
+ * while the purge thread runs (docs/design.md, "Giving memory back"). */
 static size_t keep_empty = EMPTY_REGIONS_MIN;
 static uint32_t cap_release_ms; /* when the cap last unmapped a region */
-static size_t cap_released;     /* regions it unmapped since one was mapped */
+static size_t cap_released;     /* unmapped by it, each within the delay of the last */
 int hk_refill_purger;
 
 _Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
@@ -124,12 +119,11 @@ static void list_refile(hk_chunk_t *ch)
 
 static hk_chunk_t *region_new(void)
 {
-    if (cap_released) {
-        if (__atomic_load_n(&hk_refill_purger, __ATOMIC_RELAXED) &&
-            hk_now_ms() - cap_release_ms < hk_policy_purge_delay_ms())
-            keep_empty = keep_empty + cap_released < EMPTY_REGIONS_MAX ? keep_empty + cap_released
-                                                                        : EMPTY_REGIONS_MAX;
-        cap_released = 0;
+    /* Mapping again what the cap just unmapped: the cap keeps one more. */
+    if (cap_released && hk_now_ms() - cap_release_ms < hk_policy_purge_delay_ms()) {
+        cap_released--;
+        if (__atomic_load_n(&hk_refill_purger, __ATOMIC_RELAXED) && keep_empty < EMPTY_REGIONS_MAX)
+            keep_empty++;
     }
     hk_chunk_t *ch = hk_os_reserve_slabs(HK_CHUNK_SIZE);
     if (!ch)
@@ -203,8 +197,10 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
     if (!delay) { /* a trim: what went back was not the cap's doing */
         keep_empty = EMPTY_REGIONS_MIN;
         cap_released = 0;
-    } else if (idle_gone && keep_empty > EMPTY_REGIONS_MIN) /* kept, and not needed */
-        keep_empty /= 2;
+    } else if (idle_gone) { /* kept, and not needed for the delay: that swing is over */
+        keep_empty = keep_empty / 2 > EMPTY_REGIONS_MIN ? keep_empty / 2 : EMPTY_REGIONS_MIN;
+        cap_released = 0;
+    }
     for (unsigned k = 1; k < LONGEST_EMPTY; k++)
         for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
             given += decommit_old(ch, now, delay, pending);
@@ -338,10 +334,12 @@ void hk_span_free(hk_page_t *first)
          * that have waited out the delay elsewhere too (the purge thread
          * may be off), but that walk of every region at most once per
          * half delay: with thousands of regions it is not free. */
+        uint32_t delay = hk_policy_purge_delay_ms();
+        if (now - cap_release_ms >= delay)
+            cap_released = 0; /* an earlier swing's */
         for (; empty_regions > keep_empty; cap_released++)
             region_release(by_run_tail[LONGEST_EMPTY]);
         cap_release_ms = now;
-        uint32_t delay = hk_policy_purge_delay_ms();
         if (now - last_walk_ms >= hk_policy_purge_interval_ms(delay)) {
             bool pending = false;
             last_walk_ms = now;
@@ -376,4 +374,9 @@ void hk_region_stats(hk_refill_stats_t *st)
 
 void hk_region_lock_all(void) { hk_lock(&region_lock); }
 void hk_region_unlock_all(void) { hk_unlock(&region_lock); }
-void hk_region_reset_locks(void) { region_lock.v = 0; }
+void hk_region_reset_locks(void)
+{
+    region_lock.v = 0;
+    keep_empty = EMPTY_REGIONS_MIN; /* the child has no purge thread yet */
+    cap_released = 0;
+}
