@@ -104,6 +104,8 @@ void *hak_calloc(size_t nmemb, size_t size)
  * every medium block to 4 KiB: an aligned block is never an offset pointer. */
 static void *aligned(size_t align, size_t n)
 {
+    if (n == 0) /* a block of its own, as malloc(0)'s: a 0-byte large mapping would end at p */
+        n = 1;
     if (align <= 16)
         return alloc(n);
     size_t want = n > align ? n : align;
