@@ -67,10 +67,11 @@ static void env_ignored(const char *why, const char *name, const char *tail)
 }
 
 /* An unsigned decimal setting in [0, max]; anything else is reported once
- * and the default kept. getenv does not allocate. */
+ * and the default kept. secure_getenv does not allocate, and in a setuid
+ * or setgid program returns NULL: its invoker does not tune it. */
 static unsigned env_uint(const char *name, unsigned def, unsigned max)
 {
-    const char *v = getenv(name);
+    const char *v = secure_getenv(name);
     if (!v || !*v)
         return def;
     unsigned long n = 0;
@@ -112,10 +113,11 @@ void hk_init_slow(void)
     hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
 #else
     /* Someone who asks a fixed build to learn should hear that it cannot
-     * (once: the value is not parsed, so never also "malformed"). */
+     * (once: the value is not parsed, so never also "malformed"); "0" asks
+     * for what it does, so a fleet-wide setting stays quiet. */
     for (const char *const *n = (const char *const[]){"HAKMEM_LEARNING", "HAKMEM_ACE_TRACE", NULL}; *n; n++) {
-        const char *v = getenv(*n);
-        if (v && *v)
+        const char *v = secure_getenv(*n);
+        if (v && *v && strcmp(v, "0") != 0)
             env_ignored("unused", *n, " (this build has no learning policy: -Dlearning=true)");
     }
 #endif

@@ -26,6 +26,7 @@ static void *purger(void *arg)
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the program's */
     __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
+    pthread_setname_np(pthread_self(), "hakmem-purge"); /* so top and gdb tell it from the program's */
     for (;;) {
         uint32_t delay = hk_policy_purge_delay_ms();
         uint32_t nap = hk_policy_purge_interval_ms(delay);
