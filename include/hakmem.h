@@ -90,8 +90,9 @@ HAK_API int hak_stats_get(struct hak_stats *st);
 HAK_API void hak_stats_print(FILE *out);
 
 /* Version string, e.g. "0.1.0 (backend=mmap, policy=fixed, pool_tls)", with
- * ", hardened" before the ")" in hardened builds: it names the build options,
- * so a bug report or a log line says which build ran (docs/api.md). */
+ * ", hardened" and ", hak_ names only" (-Doverride=false) before the ")"
+ * where they apply: it names the build options, so a bug report or a log
+ * line says which build ran (docs/api.md). */
 HAK_API const char *hak_version(void);
 
 #ifdef __cplusplus
