@@ -258,7 +258,7 @@ static size_t aligned_case_size(size_t a, int k)
     case 1: return a - 1;
     case 2: return a;
     case 3: return a + 1;
-    case 4: return 0; /* a block of its own, which free and realloc accept */
+    case 4: return 0; /* a block of its own, which malloc_usable_size and free accept */
     default: return 3 * a;
     }
 }
