@@ -179,6 +179,35 @@ Test(misuse, hardened_corrupted_link_on_malloc)
     cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
 }
 
+/* The same with blocks that never sit in a thread cache: 8 KiB blocks under
+ * HAKMEM_THREAD_MID_BYTES=0 (test misuse-uncached) go to and come from
+ * their slab's free list one at a time. Until 2026-12-01 that path did not
+ * check the link, and malloc crashed on the garbage it decoded. */
+static void do_corrupt_then_malloc_mid(void *arg)
+{
+    (void)arg;
+    void *keep = hak_malloc(8192), *o[10];
+    void **p = hak_malloc(8192);
+    for (int i = 0; i < 10; i++)
+        o[i] = hak_malloc(8192);
+    hak_free(p);
+    for (int i = 0; i < 10; i++)
+        hak_free(o[i]);
+    p[0] = keep;
+    for (int i = 0; i < 100; i++) {
+        void *volatile q = hak_malloc(8192);
+        (void)q;
+    }
+}
+
+Test(misuse, hardened_corrupted_link_on_malloc_mid)
+{
+    struct child_result r;
+    run_child(do_corrupt_then_malloc_mid, NULL, &r);
+    cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
+    cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
+}
+
 static void *make_and_free(void *arg)
 {
     void **blocks = arg;
