@@ -1,4 +1,4 @@
-/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) and HAKMEM_LEARNING=1, =yes and =0, and checks what reaches stderr. */
+/* Runs itself with HAKMEM_STATS=1 (and with malformed and out-of-range values) HAKMEM_LEARNING=1, =yes and =0, and HAKMEM_THREAD_MID_BYTES, and checks what reaches stderr. */
 #define _GNU_SOURCE
 #include <stdbool.h>
 #include <stdio.h>
@@ -106,6 +106,21 @@ int main(int argc, char **argv)
         (fixed ? !strstr(err, "hakmem: ignoring unused HAKMEM_LEARNING") || strstr(err, "malformed")
                : !strstr(err, "hakmem: ignoring malformed HAKMEM_LEARNING") || strstr(err, "unused"))) {
         fprintf(stderr, "stats_exit: HAKMEM_LEARNING=yes in a %s build; got:\n%s", fixed ? "fixed" : "learning", err);
+        failed = 1;
+    }
+    /* HAKMEM_THREAD_MID_BYTES has no use without mid-size thread caches. */
+    bool pool = strstr(hak_version(), "pool_tls") != NULL;
+    err = run_env(argv[0], "HAKMEM_THREAD_MID_BYTES", "1000", &status);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 ||
+        (pool ? strstr(err, "hakmem:") != NULL
+              : !strstr(err, "hakmem: ignoring unused HAKMEM_THREAD_MID_BYTES (this build caches no"))) {
+        fprintf(stderr, "stats_exit: HAKMEM_THREAD_MID_BYTES=1000 in a %s build; got:\n%s",
+                pool ? "pool_tls" : "shared-pool", err);
+        failed = 1;
+    }
+    err = run_env(argv[0], "HAKMEM_THREAD_MID_BYTES", "0", &status);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || strstr(err, "hakmem:")) {
+        fprintf(stderr, "stats_exit: HAKMEM_THREAD_MID_BYTES=0 must print nothing; got:\n%s", err);
         failed = 1;
     }
     /* "0" asks a fixed build for what it does: no line in either build. */

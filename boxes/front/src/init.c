@@ -94,6 +94,16 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
     return (unsigned)n;
 }
 
+/* A setting this build has no use for is reported once (the value is not
+ * parsed, so never also "malformed"); "0" asks for what the build does
+ * without it, so a fleet-wide setting stays quiet. */
+static void env_unused(const char *name, const char *tail)
+{
+    const char *v = secure_getenv(name);
+    if (v && *v && strcmp(v, "0") != 0)
+        env_ignored("unused", name, tail);
+}
+
 void hk_init_slow(void)
 {
     int expect = 0;
@@ -108,18 +118,16 @@ void hk_init_slow(void)
     stats_at_exit = env_uint("HAKMEM_STATS", 0, 1);
     hk_purge_thread_enabled = env_uint("HAKMEM_PURGE_THREAD", 1, 1);
     hk_policy_set_purge_delay_ms(env_uint("HAKMEM_PURGE_DELAY_MS", hk_policy_purge_delay_ms(), 3600000));
+#if HK_POOL_TLS
     hk_policy_set_thread_mid_bytes(env_uint("HAKMEM_THREAD_MID_BYTES", hk_policy_thread_mid_bytes(), 1u << 30));
+#else
+    env_unused("HAKMEM_THREAD_MID_BYTES", " (this build caches no 1-32 KiB blocks per thread: -Dpool_tls=false)");
+#endif
 #if HK_LEARNING
     hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
 #else
-    /* Someone who asks a fixed build to learn should hear that it cannot
-     * (once: the value is not parsed, so never also "malformed"); "0" asks
-     * for what it does, so a fleet-wide setting stays quiet. */
-    for (const char *const *n = (const char *const[]){"HAKMEM_LEARNING", "HAKMEM_ACE_TRACE", NULL}; *n; n++) {
-        const char *v = secure_getenv(*n);
-        if (v && *v && strcmp(v, "0") != 0)
-            env_ignored("unused", *n, " (this build has no learning policy: -Dlearning=true)");
-    }
+    for (const char *const *n = (const char *const[]){"HAKMEM_LEARNING", "HAKMEM_ACE_TRACE", NULL}; *n; n++)
+        env_unused(*n, " (this build has no learning policy: -Dlearning=true)");
 #endif
     hk_tls_process_init(hk_purge_safe_point_slow); /* a thread's exit is a safe point */
     pthread_atfork(fork_prepare, fork_parent, fork_child);
