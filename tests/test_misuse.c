@@ -171,13 +171,16 @@ static void do_corrupt_then_malloc(void *arg)
     (void)q;
 }
 
-Test(misuse, hardened_corrupted_link_on_malloc)
+/* fn must die by abort() with the hardened build's one line. */
+static void expect_corrupted(void (*fn)(void *))
 {
     struct child_result r;
-    run_child(do_corrupt_then_malloc, NULL, &r);
+    run_child(fn, NULL, &r);
     cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
     cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
 }
+
+Test(misuse, hardened_corrupted_link_on_malloc) { expect_corrupted(do_corrupt_then_malloc); }
 
 /* The same with blocks that never sit in a thread cache: 8 KiB blocks under
  * HAKMEM_THREAD_MID_BYTES=0 (test misuse-uncached) go to and come from
@@ -200,13 +203,7 @@ static void do_corrupt_then_malloc_mid(void *arg)
     }
 }
 
-Test(misuse, hardened_corrupted_link_on_malloc_mid)
-{
-    struct child_result r;
-    run_child(do_corrupt_then_malloc_mid, NULL, &r);
-    cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
-    cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
-}
+Test(misuse, hardened_corrupted_link_on_malloc_mid) { expect_corrupted(do_corrupt_then_malloc_mid); }
 
 static void *make_and_free(void *arg)
 {
@@ -240,13 +237,7 @@ static void do_corrupt_batch(void *arg)
     (void)q;
 }
 
-Test(misuse, hardened_corrupted_batch_on_refill)
-{
-    struct child_result r;
-    run_child(do_corrupt_batch, NULL, &r);
-    cr_assert(WIFSIGNALED(r.status) && WTERMSIG(r.status) == SIGABRT, "status 0x%x; stderr:\n%s", r.status, r.err);
-    cr_assert(strstr(r.err, "hakmem: corrupted free list(0x") != NULL, "stderr:\n%s", r.err);
-}
+Test(misuse, hardened_corrupted_batch_on_refill) { expect_corrupted(do_corrupt_batch); }
 #endif
 
 Test(misuse, usable_size_stack_address)
