@@ -91,4 +91,16 @@ __attribute__((noreturn, cold)) void hk_fatal_op(const char *kind, const char *o
 /* Writes one "hakmem: <msg>" line to stderr without allocating. */
 void hk_log(const char *msg);
 
+/* The link of free block b, as every list walk that hands blocks out reads
+ * it. -Dhardened=true: one that does not decode to a 16-byte aligned address
+ * was overwritten after the free (a use after free or an overflow), and the
+ * program aborts naming b. */
+HK_INLINE void *hk_link_next(const void *b)
+{
+    void *next = hk_link_get(b);
+    if (HK_HARDENED && HK_UNLIKELY((uintptr_t)next & 15))
+        hk_fatal_op("corrupted", "free list", b);
+    return next;
+}
+
 #endif /* HAK_BASE_H */

@@ -115,19 +115,6 @@ static void append(blist_t *l, void *b)
 
 /* Appends up to want blocks from the class's slabs to l, and ends it:
  * blocks given back to slabs first, then at most FRESH_BYTES of new ones. */
-/* The link of a block taken from a slab's free list or a central batch.
- * -Dhardened=true: one that does not decode to a 16-byte aligned address
- * was overwritten after the free, as hk_tls_pop checks for thread caches
- * (blocks that never sit in one, with -Dpool_tls=false or a mid-size
- * budget of 0, come through here). */
-static inline void *next_checked(void *b)
-{
-    void *next = hk_link_get(b);
-    if (HK_HARDENED && HK_UNLIKELY((uintptr_t)next & 15))
-        hk_fatal_op("corrupted", "free list", b);
-    return next;
-}
-
 static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
@@ -138,7 +125,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             break;
         while (got < want && pg->free) {
             void *b = pg->free;
-            pg->free = next_checked(b);
+            pg->free = hk_link_next(b);
             append(l, b);
             pg->used++;
             got++;
@@ -261,7 +248,7 @@ void *hk_refill_alloc_one(unsigned c)
     if (cs->nbatch) {
         unsigned top = cs->nbatch - 1;
         b = cs->batch[top].head;
-        cs->batch[top].head = next_checked(b);
+        cs->batch[top].head = hk_link_next(b);
         if (--cs->batch[top].n == 0)
             cs->nbatch--;
     } else {
@@ -301,7 +288,7 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
             while (cs->nbatch) {
                 void *b = cs->batch[--cs->nbatch].head;
                 while (b) {
-                    void *next = next_checked(b);
+                    void *next = hk_link_next(b);
                     slab_return(cs, b);
                     b = next;
                 }

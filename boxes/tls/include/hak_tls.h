@@ -32,17 +32,11 @@ HK_INLINE uintptr_t hk_tls_tag(const void *p) { return (uintptr_t)p ^ hk_tls_sec
 /* True when p carries the tag of a block already sitting in a free list. */
 HK_INLINE bool hk_tls_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tls_tag(p); }
 
-/* -Dhardened=true: a link that does not decode to a 16-byte aligned address
- * was overwritten after the free (a use after free or an overflow). */
-__attribute__((noreturn, cold)) void hk_tls_corrupt(const void *p);
-
 HK_INLINE void *hk_tls_pop(size_t c)
 {
     void **p = (void **)hk_tls.head[c];
     if (HK_LIKELY(p != NULL)) {
-        void *next = hk_link_get(p);
-        if (HK_HARDENED && HK_UNLIKELY((uintptr_t)next & 15))
-            hk_tls_corrupt(p);
+        void *next = hk_link_next(p);
         hk_tls.head[c] = next;
         hk_tls.room[c]++;
         p[1] = NULL; /* clear the tag: a live block must never look freed */

@@ -230,8 +230,6 @@ static void *cut(unsigned c, unsigned k)
     return first;
 }
 
-void hk_tls_corrupt(const void *p) { hk_fatal_op("corrupted", "free list", p); }
-
 #if HK_HARDENED
 /* The guard on refill: every block of a batch from Box 2 must be the start
  * of a block of class c; the report names the block whose link is bad. */
@@ -242,7 +240,7 @@ static void check_batch(unsigned c, void *b, unsigned n)
         hk_chunk_t *ch = hk_chunk_of(b);
         if (!ch || ((uintptr_t)b & 15) || hk_page_of(ch, b)->cls != c ||
             !hk_slab_is_block_start(hk_page_of(ch, b), b))
-            hk_tls_corrupt(prev);
+            hk_fatal_op("corrupted", "free list", prev);
     }
 }
 #else
