@@ -94,6 +94,7 @@ static unsigned env_uint(const char *name, unsigned def, unsigned max)
     return (unsigned)n;
 }
 
+#if !HK_LEARNING || !HK_POOL_TLS
 /* A setting this build has no use for is reported once (the value is not
  * parsed, so never also "malformed"); "0" asks for what the build does
  * without it, so a fleet-wide setting stays quiet. */
@@ -103,6 +104,7 @@ static void env_unused(const char *name, const char *tail)
     if (v && *v && strcmp(v, "0") != 0)
         env_ignored("unused", name, tail);
 }
+#endif
 
 void hk_init_slow(void)
 {
