@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,9 +162,34 @@ Test(stats, trim_shows_as_returned_bytes)
     cr_assert_lt(snap_b.live, snap_a.live - 30 * MiB);
 }
 
+struct frees {
+    void **p;
+    int n;
+};
+
+static void *free_all(void *arg)
+{
+    struct frees *f = arg;
+    for (int i = 0; i < f->n; i++)
+        hak_free(f->p[i]);
+    return NULL;
+}
+
+/* Frees n blocks from a thread that then exits: whatever its cache held
+ * goes back to the slabs, so the caller's cache is left as it was. */
+static void free_in_thread(void **p, int n)
+{
+    pthread_t t;
+    struct frees f = {p, n};
+    cr_assert_eq(pthread_create(&t, NULL, free_all, &f), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+}
+
 /* Medium slabs: a block comes from a slab with blocks in use before an
  * empty one, and malloc_trim gives every empty slab back (the stats'
- * slab_free_blocks and slabs count both kinds). 192 KiB: 4 blocks a slab. */
+ * slab_free_blocks and slabs count both kinds). 192 KiB: 4 blocks a slab.
+ * The frees run in a thread that exits, so that they reach the slabs
+ * rather than this thread's cache. */
 Test(stats, medium_slab_in_use_before_empty_and_trim_returns_empties)
 {
     enum { SIZE = 192 * KiB, N = 8 };
@@ -179,12 +205,12 @@ Test(stats, medium_slab_in_use_before_empty_and_trim_returns_empties)
     for (int i = 1; i < N; i++)
         if (i != 4)
             cr_assert_eq(p[i], p[i - 1] + SIZE, "block %d is not next to block %d", i, i - 1);
-    for (int i = 0; i < 4; i++)
-        hak_free(p[i]); /* the first slab is empty */
-    hak_free(p[5]);     /* the second has one free block */
+    /* The first slab empty, the second with one free block. */
+    void *gone[] = {p[0], p[1], p[2], p[3], p[5]};
+    free_in_thread(gone, 5);
     char *q = hak_malloc(SIZE);
     cr_assert_eq(q, p[5], "took %p, not the free block of the slab in use (%p)", (void *)q, (void *)p[5]);
-    hak_free(q);
+    free_in_thread((void **)&q, 1);
     snap(&snap_b);
     r = row_for(&snap_b, SIZE);
     cr_assert_eq(r->slabs, 2);
@@ -197,6 +223,111 @@ Test(stats, medium_slab_in_use_before_empty_and_trim_returns_empties)
     r = row_for(&snap_b, SIZE);
     cr_assert_eq(r->slabs, 0, "%llu medium slabs left after malloc_trim", (unsigned long long)r->slabs);
     cr_assert_eq(r->slab_free_blocks, 0);
+}
+
+/* Medium blocks of up to 256 KiB freed by a thread wait in its cache (two a
+ * class): counted as cached, not live, and handed back LIFO without
+ * reaching the slab; malloc_trim and the thread's exit give them back. */
+Test(stats, medium_blocks_wait_in_the_thread_cache)
+{
+    enum { SIZE = 100 * KiB };
+    char *p[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(p[i] = hak_malloc(SIZE));
+    snap(&snap_a);
+    const struct hak_stats_class *r = row_for(&snap_a, SIZE);
+    uint64_t allocs = r->allocs, frees = r->frees, slab_free = r->slab_free_blocks;
+    cr_assert_eq(r->cached_blocks, 0);
+    for (int i = 0; i < 3; i++)
+        hak_free(p[i]); /* p[0], p[1] held; the cache is full for p[2] */
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->cached_blocks, 2, "%llu cached", (unsigned long long)r->cached_blocks);
+    cr_assert_eq(r->live_blocks, 0);
+    cr_assert_eq(r->frees - frees, 3);
+    cr_assert_eq(r->slab_free_blocks, slab_free + 1, "only p[2] went back to its slab");
+    cr_assert_geq(snap_b.thread_cached, 2 * SIZE);
+    char *q = hak_malloc(SIZE);
+    cr_assert_eq(q, p[1], "took %p, not the last block held (%p)", (void *)q, (void *)p[1]);
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->cached_blocks, 1);
+    cr_assert_eq(r->live_blocks, 1);
+    cr_assert_eq(r->allocs - allocs, 1, "a cache hit is an allocation: %llu", (unsigned long long)(r->allocs - allocs));
+    cr_assert_eq(r->slab_free_blocks, slab_free + 1);
+    hak_free(q);
+    hak_malloc_trim(0);
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->cached_blocks, 0, "malloc_trim left %llu held", (unsigned long long)r->cached_blocks);
+    cr_assert_eq(r->live_blocks, 0);
+    /* A thread's exit gives its held blocks back. */
+    for (int i = 0; i < 2; i++)
+        cr_assert_not_null(p[i] = hak_malloc(SIZE));
+    free_in_thread((void **)p, 2);
+    snap(&snap_b);
+    r = row_for(&snap_b, SIZE);
+    cr_assert_eq(r->cached_blocks, 0, "an exited thread still holds %llu", (unsigned long long)r->cached_blocks);
+    cr_assert_eq(r->live_blocks, 0);
+}
+
+static sem_t snapped, freed;
+
+/* Only medium blocks, never a small one: its cache must still start. */
+static void *medium_only(void *arg)
+{
+    (void)arg;
+    void *p[3];
+    for (int i = 0; i < 3; i++)
+        p[i] = hak_malloc(200 * KiB);
+    for (int i = 0; i < 3; i++)
+        hak_free(p[i]);
+    sem_post(&freed);
+    while (sem_wait(&snapped) != 0) {
+    }
+    return NULL;
+}
+
+Test(stats, a_thread_using_only_medium_blocks_has_a_cache)
+{
+    sem_init(&snapped, 0, 0);
+    sem_init(&freed, 0, 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, medium_only, NULL), 0);
+    while (sem_wait(&freed) != 0) {
+    }
+    snap(&snap_a);
+    sem_post(&snapped);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    snap(&snap_b);
+    cr_assert_eq(row_for(&snap_a, 200 * KiB)->cached_blocks, 2, "held while the thread lives: %llu",
+                 (unsigned long long)row_for(&snap_a, 200 * KiB)->cached_blocks);
+    cr_assert_eq(row_for(&snap_b, 200 * KiB)->cached_blocks, 0);
+}
+
+/* What one thread holds is bounded in bytes (4 MiB, as meson.build sets), whatever
+ * the number of classes it frees: two blocks of each of the 24 held classes
+ * would be 15 MiB. */
+Test(stats, medium_cache_is_bounded_in_bytes)
+{
+    enum { N = 48 };
+    char *p[N];
+    for (int i = 0; i < N; i++)
+        cr_assert_not_null(p[i] = hak_malloc(32 * KiB + 1 + (size_t)(i / 2) * (224 * KiB) / 23));
+    snap(&snap_a);
+    for (int i = 0; i < N; i++)
+        hak_free(p[i]);
+    snap(&snap_b);
+    size_t held = 0, classes = 0;
+    for (unsigned i = 0; i < snap_b.nclass; i++)
+        if (snap_b.cls[i].kind == HAK_STATS_MEDIUM && snap_b.cls[i].cached_blocks) {
+            held += snap_b.cls[i].cached_blocks * snap_b.cls[i].block_size;
+            classes++;
+        }
+    cr_assert_leq(held, 4 * MiB, "%zu bytes held", held);
+    cr_assert_geq(held, 3 * MiB, "only %zu bytes held", held);
+    cr_assert_geq(classes, 8, "only %zu classes held", classes);
+    hak_malloc_trim(0);
 }
 
 Test(stats, print_writes_a_table)

@@ -58,6 +58,17 @@ static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
     return p;
 }
 
+/* Up to 256 KiB a medium block may come from this thread's cache, with no
+ * lock (calloc goes to Box 2, which knows which blocks are still zero). */
+static HK_NOINLINE void *medium_alloc(size_t n)
+{
+    void *p = hk_tls_medium_get(hk_medium_class(n));
+    if (HK_LIKELY(p != NULL))
+        return p;
+    bool zeroed;
+    return big_alloc(n, 0, &zeroed);
+}
+
 HK_INLINE void *alloc(size_t n)
 {
     size_t c;
@@ -65,6 +76,8 @@ HK_INLINE void *alloc(size_t n)
         c = hk_class_by16[(n + 15) >> 4];
     else if (HK_LIKELY(n <= HK_SMALL_MAX))
         c = hk_class_by128[(n + 127) >> 7];
+    else if (n <= HK_MEDIUM_HELD_MAX)
+        return medium_alloc(n);
     else {
         bool zeroed;
         return big_alloc(n, 0, &zeroed);
@@ -113,7 +126,7 @@ static void *aligned(size_t align, size_t n)
     if (want <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE) {
         if (want <= HK_SMALL_MAX || align > HK_OS_PAGE)
             want = (size_t)1 << (64 - __builtin_clzll(want - 1));
-        return want <= HK_SMALL_MAX ? alloc(want) : big_alloc(want, 0, &zeroed);
+        return alloc(want);
     }
     return big_alloc(n, align, &zeroed);
 }
@@ -179,9 +192,11 @@ static size_t small_check(hk_page_t *pg, const void *p, const char *op)
 
 static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
 {
-    if (ch->kind == HK_CHUNK_REGION)
+    if (ch->kind == HK_CHUNK_REGION) {
+        if (hk_tls_medium_put(ch, p))
+            return; /* held by this thread: nothing went back to Box 2 */
         hk_medium_free(ch, p);
-    else
+    } else
         hk_large_free(ch, p, "free");
     hk_purge_kick();
 }

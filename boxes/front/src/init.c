@@ -125,6 +125,7 @@ void hk_init_slow(void)
 #else
     env_unused("HAKMEM_THREAD_MID_BYTES", " (this build caches no 1-32 KiB blocks per thread: -Dpool_tls=false)");
 #endif
+    hk_tls_medium_bytes = env_uint("HAKMEM_THREAD_MEDIUM_BYTES", (unsigned)hk_tls_medium_bytes, 1u << 30);
 #if HK_LEARNING
     hk_policy_configure(env_uint("HAKMEM_LEARNING", 1, 1), env_uint("HAKMEM_ACE_TRACE", 0, 1));
 #else

@@ -99,13 +99,21 @@ int hak_stats_get(struct hak_stats *st)
         st->live += r->live_blocks * rs.size;
     }
     hk_unlock(&scratch_lock);
+    /* Medium classes: Box 2 counts its own traffic; a block a thread holds
+     * is still out of Box 2's hands, and a cache hit never reaches it. */
+    uint64_t mhits[HK_MEDIUM_HELD_CLASSES], mheld[HK_MEDIUM_HELD_CLASSES];
+    hk_tls_medium_stats(mhits, mheld);
     for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
         hk_refill_class_stats_t rs;
         hk_medium_class_stats(m, &rs);
         struct hak_stats_class *r = row(st, HAK_STATS_MEDIUM, &rs);
-        r->allocs = rs.allocs;
-        r->frees = rs.frees;
-        r->live_blocks = sub0(rs.allocs, rs.frees);
+        uint64_t out = sub0(rs.allocs, rs.frees);
+        bool held = m < HK_MEDIUM_HELD_CLASSES;
+        r->cached_blocks = held ? (mheld[m] < out ? mheld[m] : out) : 0;
+        r->live_blocks = out - r->cached_blocks;
+        r->allocs = rs.allocs + (held ? mhits[m] : 0);
+        r->frees = r->allocs - r->live_blocks;
+        st->thread_cached += r->cached_blocks * rs.size;
         st->live += r->live_blocks * rs.size;
     }
     hk_large_stats_t lst;

@@ -21,7 +21,10 @@ typedef struct hk_page {
     uint64_t divmagic;  /* slab: 2^64/size + 1, for the block-start test */
     uint64_t smag;      /* slab: start * divmagic (mod 2^64), precomputed */
     uintptr_t start;    /* span start address */
-    void *free;         /* slab: blocks returned to the slab */
+    union {
+        void *free;         /* slab: blocks returned to the slab */
+        uint8_t mstate[8];  /* medium slab of a held class: HK_MB_* of block i (atomic) */
+    };
     char *bump, *end;   /* slab: not yet carved */
     struct hk_page *next, *prev; /* slab: class partial list */
     uint32_t capacity;  /* slab: blocks in the span */
@@ -102,6 +105,39 @@ void *hk_medium_alloc(size_t n, bool *zeroed);
 void hk_medium_free(hk_chunk_t *ch, void *p); /* aborts on a bad pointer */
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op);
 
+/* Medium blocks of up to HK_MEDIUM_HELD_MAX may be held by a thread's cache
+ * (Box 1) instead of going back to their slab: still in use for the slab
+ * (not free, not purged), marked held in its record, so that a second
+ * free, from any thread, and a size query abort. Such slabs have at most
+ * 8 blocks: the state bytes share the record's small-slab free field. */
+enum { HK_MB_FREE = 0, HK_MB_LIVE = 1, HK_MB_HELD = 2 };
+#define HK_MEDIUM_HELD_CLASSES 24
+#define HK_MEDIUM_HELD_MAX ((size_t)256 << 10)
+#define HK_MEDIUM_CLASSES 40
+extern HK_HIDDEN const uint32_t hk_medium_sizes[HK_MEDIUM_CLASSES];
+extern HK_HIDDEN const uint8_t hk_medium_class_by4k[(HK_MEDIUM_MAX >> 12) + 1];
+HK_INLINE unsigned hk_medium_class(size_t n) /* 32 KiB < n <= 1 MiB */
+{
+    return hk_medium_class_by4k[(n + 4095) >> 12];
+}
+/* free(p) into a thread's cache: checks p as hk_medium_free does (aborting
+ * on an invalid or double free), marks it held and sets *m to its class.
+ * Returns the ticket the cache keeps, or 0 (nothing changed) when p's
+ * class cannot be held; a cache with no room gives the ticket back to
+ * hk_medium_unhold before freeing p. */
+uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p, unsigned *m);
+/* The held block back to the program (a cache hit): a ticket is the block
+ * (4 KiB-aligned) with its slab's first page and its index in the low
+ * bits, and a region's header starts its 2 MiB-aligned chunk, so this
+ * needs no lookup. */
+HK_INLINE void *hk_medium_unhold(uintptr_t t)
+{
+    hk_chunk_t *ch = (hk_chunk_t *)(t & ~(uintptr_t)(HK_CHUNK_SIZE - 1));
+    __atomic_store_n(&ch->page[(t >> 3) & (HK_PAGES_PER_CHUNK - 1)].mstate[t & 7], HK_MB_LIVE,
+                     __ATOMIC_RELAXED);
+    return (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1));
+}
+
 /* Page-map registration for the large path: [base, base+size) -> ch. */
 bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *ch);
 
@@ -158,7 +194,6 @@ typedef struct hk_refill_class_stats {
     size_t slabs;          /* slabs mapped for the class */
 } hk_refill_class_stats_t;
 void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st);
-#define HK_MEDIUM_CLASSES 40
 void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st);
 
 /* fork(): hold every Box 2 lock across it. */

@@ -13,7 +13,7 @@
 static size_t empty_bytes; /* atomic: updated under different class locks */
 
 /* Eight classes per doubling from 32 KiB to 1 MiB (<= 12.5% waste). */
-static const uint32_t msize[HK_MEDIUM_CLASSES] = {
+const uint32_t hk_medium_sizes[HK_MEDIUM_CLASSES] = {
     36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536,
     73728, 81920, 90112, 98304, 106496, 114688, 122880, 131072,
     147456, 163840, 180224, 196608, 212992, 229376, 245760, 262144,
@@ -22,7 +22,7 @@ static const uint32_t msize[HK_MEDIUM_CLASSES] = {
 };
 
 /* Index (n + 4095) >> 12 for 32 KiB < n <= 1 MiB; entries up to 32 KiB unused. */
-static const uint8_t mclass_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
+const uint8_t hk_medium_class_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6,
     7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15,
     15, 16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19,
@@ -41,6 +41,21 @@ static const uint8_t mclass_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
     38, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39,
     39,
 };
+
+
+/* Block i of a held class has a state byte; the others none. */
+static inline bool has_state(const hk_page_t *first, unsigned i)
+{
+    return first->mcls < HK_MEDIUM_HELD_CLASSES && i < sizeof first->mstate;
+}
+static inline unsigned mstate_get(hk_page_t *first, unsigned i)
+{
+    return __atomic_load_n(&first->mstate[i], __ATOMIC_RELAXED);
+}
+static inline void mstate_set(hk_page_t *first, unsigned i, unsigned v)
+{
+    __atomic_store_n(&first->mstate[i], (uint8_t)v, __ATOMIC_RELAXED);
+}
 
 /* Slab geometry: the fewest 64 KiB pages (at most 24) holding at least four
  * blocks where that fits, wasting at most 1/16 where possible. */
@@ -73,7 +88,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, 0, &zeroed);
     if (!pg)
         return NULL;
-    uint32_t size = msize[m];
+    uint32_t size = hk_medium_sizes[m];
     unsigned cap = (unsigned)(((size_t)n << HK_PAGE_SHIFT) / size);
     pg->capacity = cap;
     pg->charge = 0; /* fresh: nothing resident yet */
@@ -119,14 +134,14 @@ static void mpurge(mclass_state_t *ms, unsigned m, uint32_t now, uint32_t delay,
             continue;
         }
         /* Blocks are 4 KiB-aligned multiples of 4 KiB: decommit them exactly. */
-        hk_decommit_bits((char *)pg->start, dirty, msize[m]);
+        hk_decommit_bits((char *)pg->start, dirty, hk_medium_sizes[m]);
         pg->mdirty &= ~dirty;
     }
 }
 
 void *hk_medium_alloc(size_t n, bool *zeroed)
 {
-    unsigned m = mclass_by4k[(n + 4095) >> 12];
+    unsigned m = hk_medium_class(n);
     mclass_state_t *ms = &mclasses[m];
     hk_lock(&ms->lock);
     hk_page_t *pg = ms->partial.head ? ms->partial.head : ms->empty.head;
@@ -151,13 +166,16 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
         hk_slab_list_remove(&ms->partial, pg);
     *zeroed = !(pg->mdirty & bit);
     pg->mdirty |= bit;
-    void *p = (char *)pg->start + (size_t)i * msize[m];
+    if (has_state(pg, i))
+        mstate_set(pg, i, HK_MB_LIVE);
+    void *p = (char *)pg->start + (size_t)i * hk_medium_sizes[m];
     hk_unlock(&ms->lock);
     return p;
 }
 
-/* The slab's first page and p's block index; aborts on a bad pointer. */
-static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
+/* The slab's first page and p's block index, checking only the address;
+ * aborts on a pointer that is no block start of a medium slab. */
+static hk_page_t *mlocate(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
 {
     hk_page_t *pg = hk_page_of(ch, p);
     if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM || !hk_slab_is_block_start(pg, p))
@@ -169,10 +187,37 @@ static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned
     unsigned i = (unsigned)(((unsigned __int128)((uintptr_t)p - first->start) * first->divmagic) >> 64);
     if (i >= first->capacity)
         hk_fatal_op("invalid", op, p);
-    if (first->mfree & (1u << i)) /* already free: a second free, or a use after free */
-        hk_fatal_op(strcmp(op, "free") ? "invalid" : "double", op, p);
     *idx = i;
     return first;
+}
+
+/* As mlocate, and p must be in the program's hands: not free in its slab,
+ * not held by a thread's cache (a second free, or a use after free).
+ * Caller holds the class lock. */
+static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
+{
+    hk_page_t *first = mlocate(ch, p, op, idx);
+    unsigned i = *idx;
+    if ((first->mfree & (1u << i)) || (has_state(first, i) && mstate_get(first, i) == HK_MB_HELD))
+        hk_fatal_op(strcmp(op, "free") ? "invalid" : "double", op, p);
+    return first;
+}
+
+_Static_assert(HK_PAGES_PER_CHUNK * 8 <= HK_OS_PAGE, "a ticket's low bits hold page and index");
+
+/* Without the lock, a block's state byte is the truth: only the thread that
+ * holds the block (or Box 2 under the lock, for a block it owns) writes it. */
+uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p, unsigned *m)
+{
+    unsigned i;
+    hk_page_t *first = mlocate(ch, p, "free", &i);
+    if (!has_state(first, i))
+        return 0;
+    *m = first->mcls;
+    if (mstate_get(first, i) != HK_MB_LIVE) /* free in its slab, or held already */
+        hk_fatal_op("double", "free", p);
+    mstate_set(first, i, HK_MB_HELD);
+    return (uintptr_t)p | (uintptr_t)hk_page_of(ch, p)->first << 3 | i;
 }
 
 void hk_medium_free(hk_chunk_t *ch, void *p)
@@ -183,6 +228,8 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
     hk_lock(&ms->lock);
     pg = mcheck(ch, p, "free", &i);
     pg->mfree |= 1u << i;
+    if (has_state(pg, i))
+        mstate_set(pg, i, HK_MB_FREE);
     pg->used--;
     ms->frees++;
     pg->idle_ms = hk_now_ms();
@@ -190,7 +237,7 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
         if (pg->on_partial)
             hk_slab_list_remove(&ms->partial, pg);
         hk_slab_list_add(&ms->empty, pg);
-        pg->charge = (uint32_t)__builtin_popcount(pg->mdirty & pg->mfree) * msize[pg->mcls];
+        pg->charge = (uint32_t)__builtin_popcount(pg->mdirty & pg->mfree) * hk_medium_sizes[pg->mcls];
         __atomic_add_fetch(&empty_bytes, pg->charge, __ATOMIC_RELAXED);
     } else if (!pg->on_partial)
         hk_slab_list_add(&ms->partial, pg);
@@ -212,7 +259,7 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
     mclass_state_t *ms = &mclasses[pg->mcls];
     hk_lock(&ms->lock);
     pg = mcheck(ch, p, op, &i);
-    size_t size = msize[pg->mcls];
+    size_t size = hk_medium_sizes[pg->mcls];
     hk_unlock(&ms->lock);
     return size;
 }
@@ -233,7 +280,7 @@ void hk_medium_purge(uint32_t delay, bool *pending)
 void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
 {
     mclass_state_t *ms = &mclasses[m];
-    *st = (hk_refill_class_stats_t){.size = msize[m]};
+    *st = (hk_refill_class_stats_t){.size = hk_medium_sizes[m]};
     hk_lock(&ms->lock);
     st->allocs = ms->allocs;
     st->frees = ms->frees;

@@ -66,6 +66,18 @@ void hk_tls_drain(void);
  * path calls last (with no lock held), or NULL. Must run outside any lock. */
 void hk_tls_process_init(void (*exit_hook)(void));
 
+/* Medium blocks of the classes Box 2 lets threads hold (at most
+ * HK_TLS_MEDIUM_DEPTH per class and hk_tls_medium_bytes per thread; set
+ * once at initialisation, 0 holds none): a hit costs no lock. get returns
+ * NULL on a miss; put returns false when p must go to Box 2 instead. */
+#define HK_TLS_MEDIUM_DEPTH 2
+extern HK_HIDDEN size_t hk_tls_medium_bytes;
+void *hk_tls_medium_get(unsigned m);
+struct hk_chunk;
+bool hk_tls_medium_put(struct hk_chunk *ch, void *p);
+/* Per held medium class: cache hits since the start, blocks held now. */
+void hk_tls_medium_stats(uint64_t hits[], uint64_t held[]);
+
 /* For the stats: per class, the blocks handed to the program since the
  * process started (allocs) and those now sitting in thread caches (cached).
  * Returns the number of live threads with a cache. */

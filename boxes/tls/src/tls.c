@@ -19,6 +19,12 @@ static bool exit_key_ok;
  * 32 KiB counter on the line of the next thread's 16-48 B counters). */
 typedef struct hk_tls_rec {
     uint64_t allocs[HK_NCLASS];
+    /* Medium blocks held for reuse (no lock, nothing written into them),
+     * a short stack per class, and what the thread took from them. */
+    uintptr_t mheld[HK_MEDIUM_HELD_CLASSES][HK_TLS_MEDIUM_DEPTH]; /* Box 2's tickets */
+    uint8_t mcount[HK_MEDIUM_HELD_CLASSES];
+    size_t mbytes;
+    uint64_t mhits[HK_MEDIUM_HELD_CLASSES];
     hk_tls_t *tls;
     struct hk_tls_rec *next, *prev;
 } __attribute__((aligned(64))) hk_tls_rec_t;
@@ -28,7 +34,7 @@ static hk_lock_t reg_lock;
 static hk_tls_rec_t *live_recs, *spare_recs;
 static char *rec_bump, *rec_end;
 /* Counts of exited threads and of threads without a cache (atomic). */
-static uint64_t retired[HK_NCLASS];
+static uint64_t retired[HK_NCLASS], retired_mhits[HK_MEDIUM_HELD_CLASSES];
 /* Shared by threads that could get no record (out of memory): their counts
  * may race, nothing else does. */
 static hk_tls_rec_t shared_rec;
@@ -41,6 +47,8 @@ static hk_tls_rec_t *rec_new(void)
         spare_recs = r->next;
         for (unsigned c = 0; c < HK_NCLASS; c++)
             r->allocs[c] = 0;
+        for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+            r->mhits[m] = 0;
         return r;
     }
     if ((size_t)(rec_end - rec_bump) < sizeof *r) {
@@ -60,6 +68,8 @@ static void rec_retire(hk_tls_rec_t *r)
 {
     for (unsigned c = 0; c < HK_NCLASS; c++)
         __atomic_add_fetch(&retired[c], r->allocs[c], __ATOMIC_RELAXED);
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        __atomic_add_fetch(&retired_mhits[m], r->mhits[m], __ATOMIC_RELAXED);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -130,6 +140,21 @@ unsigned hk_tls_stats(uint64_t allocs[HK_NCLASS], uint64_t cached[HK_NCLASS])
     }
     hk_unlock(&reg_lock);
     return threads;
+}
+
+void hk_tls_medium_stats(uint64_t hits[], uint64_t held[])
+{
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {
+        hits[m] = __atomic_load_n(&retired_mhits[m], __ATOMIC_RELAXED);
+        held[m] = 0;
+    }
+    hk_lock(&reg_lock);
+    for (hk_tls_rec_t *r = live_recs; r; r = r->next)
+        for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {
+            hits[m] += __atomic_load_n(&r->mhits[m], __ATOMIC_RELAXED);
+            held[m] += __atomic_load_n(&r->mcount[m], __ATOMIC_RELAXED);
+        }
+    hk_unlock(&reg_lock);
 }
 
 void hk_tls_fork_prepare(void) { hk_lock(&reg_lock); }
@@ -355,6 +380,71 @@ void hk_tls_overflow(unsigned c, void *p)
     hk_tls_push(c, p);
 }
 
+/* ---- medium blocks held for reuse ---------------------------------------- */
+
+size_t hk_tls_medium_bytes = HK_POOL_TLS ? (size_t)4 << 20 : 0;
+
+/* This thread's own record, or NULL (no cache: not started, exited, or
+ * sharing the fallback record). */
+static hk_tls_rec_t *own_rec(void)
+{
+    if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE))
+        return NULL;
+    hk_tls_rec_t *r = (hk_tls_rec_t *)hk_tls.count;
+    return r != &shared_rec ? r : NULL;
+}
+
+/* A miss is this path's slow path: the idle trim runs here, and a thread
+ * that uses only medium blocks starts here (once the process is set up),
+ * or it would never have a cache. */
+static HK_NOINLINE void *medium_miss(void)
+{
+    if (hk_tls.state == HK_TLS_LIVE)
+        trim_if_idle();
+    else if (hk_tls.state == HK_TLS_NEW && exit_key_ok)
+        thread_start();
+    return NULL;
+}
+
+void *hk_tls_medium_get(unsigned m)
+{
+    hk_tls_rec_t *r = own_rec();
+    if (HK_UNLIKELY(!r || !r->mcount[m]))
+        return medium_miss();
+    r->mbytes -= hk_medium_sizes[m];
+    r->mhits[m]++;
+    return hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
+}
+
+bool hk_tls_medium_put(hk_chunk_t *ch, void *p)
+{
+    hk_tls_rec_t *r = own_rec();
+    unsigned m;
+    uintptr_t t;
+    if (!r || !hk_tls_medium_bytes || !(t = hk_medium_hold(ch, p, &m)))
+        return false;
+    if (r->mcount[m] >= HK_TLS_MEDIUM_DEPTH || r->mbytes + hk_medium_sizes[m] > hk_tls_medium_bytes) {
+        hk_medium_unhold(t); /* no room: back to the slab after all */
+        return false;
+    }
+    r->mheld[m][r->mcount[m]++] = t;
+    r->mbytes += hk_medium_sizes[m];
+    return true;
+}
+
+static void medium_drain(void)
+{
+    hk_tls_rec_t *r = own_rec();
+    if (!r)
+        return;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        while (r->mcount[m]) {
+            r->mbytes -= hk_medium_sizes[m];
+            void *p = hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
+            hk_medium_free(hk_chunk_of(p), p);
+        }
+}
+
 void hk_tls_drain(void)
 {
     if (hk_tls.state != HK_TLS_LIVE)
@@ -368,5 +458,6 @@ void hk_tls_drain(void)
         hk_tls.room[c] = hk_tls.cap[c];
         hk_refill_give(c, head, n, hk_policy_batch(c));
     }
+    medium_drain();
     hk_policy_event(HK_EV_DRAIN, 0, 0);
 }
