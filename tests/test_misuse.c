@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hakmem.h"
@@ -188,8 +189,13 @@ static sem_t held_sem;
 static void *free_and_stay(void *arg)
 {
     (void)arg;
-    hak_free(g_target); /* held by this thread's cache while it lives */
-    sem_post(&held_sem);
+    hak_free(hak_malloc(16)); /* this thread's caches exist from here on */
+    hak_free(g_target);       /* held by its cache while it lives */
+    struct hak_stats st = {.version = HAK_STATS_VERSION};
+    hak_stats_get(&st);
+    for (unsigned i = 0; i < st.nclass; i++)
+        if (st.cls[i].kind == HAK_STATS_MEDIUM && st.cls[i].block_size >= HELD && st.cls[i].cached_blocks == 1)
+            sem_post(&held_sem); /* else the child exits quietly: the test fails */
     for (;;)
         pause();
     return NULL;
@@ -202,9 +208,11 @@ static void do_double_free_held_elsewhere(void *arg)
     sem_init(&held_sem, 0, 0);
     if (pthread_create(&t, NULL, free_and_stay, NULL) != 0)
         return;
-    while (sem_wait(&held_sem) != 0) {
-    }
-    hak_free(g_target);
+    struct timespec limit;
+    clock_gettime(CLOCK_REALTIME, &limit);
+    limit.tv_sec += 10;
+    if (sem_timedwait(&held_sem, &limit) == 0)
+        hak_free(g_target);
 }
 Test(misuse, double_free_medium_held_by_another_thread)
 {

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hakmem.h"
 
@@ -170,13 +172,14 @@ struct frees {
 static void *free_all(void *arg)
 {
     struct frees *f = arg;
+    hak_free(hak_malloc(16)); /* its caches exist from here on: the frees fill them */
     for (int i = 0; i < f->n; i++)
         hak_free(f->p[i]);
     return NULL;
 }
 
-/* Frees n blocks from a thread that then exits: whatever its cache held
- * goes back to the slabs, so the caller's cache is left as it was. */
+/* Frees n blocks from a thread that then exits: what its cache held goes
+ * back to the slabs on its exit, and the caller's cache is left as it was. */
 static void free_in_thread(void **p, int n)
 {
     pthread_t t;
@@ -273,6 +276,26 @@ Test(stats, medium_blocks_wait_in_the_thread_cache)
 
 static sem_t snapped, freed;
 
+static void wait_on(sem_t *s)
+{
+    while (sem_wait(s) != 0) { /* EINTR */
+    }
+}
+
+static sem_t hold_go;
+
+/* Starts fn in a thread and waits until it posts `freed`. */
+static pthread_t start_and_wait(void *(*fn)(void *))
+{
+    sem_init(&snapped, 0, 0);
+    sem_init(&freed, 0, 0);
+    sem_init(&hold_go, 0, 0);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, fn, NULL), 0);
+    wait_on(&freed);
+    return t;
+}
+
 /* Only medium blocks, never a small one: its cache must still start. */
 static void *medium_only(void *arg)
 {
@@ -283,19 +306,13 @@ static void *medium_only(void *arg)
     for (int i = 0; i < 3; i++)
         hak_free(p[i]);
     sem_post(&freed);
-    while (sem_wait(&snapped) != 0) {
-    }
+    wait_on(&snapped);
     return NULL;
 }
 
 Test(stats, a_thread_using_only_medium_blocks_has_a_cache)
 {
-    sem_init(&snapped, 0, 0);
-    sem_init(&freed, 0, 0);
-    pthread_t t;
-    cr_assert_eq(pthread_create(&t, NULL, medium_only, NULL), 0);
-    while (sem_wait(&freed) != 0) {
-    }
+    pthread_t t = start_and_wait(medium_only);
     snap(&snap_a);
     sem_post(&snapped);
     cr_assert_eq(pthread_join(t, NULL), 0);
@@ -305,15 +322,109 @@ Test(stats, a_thread_using_only_medium_blocks_has_a_cache)
     cr_assert_eq(row_for(&snap_b, 200 * KiB)->cached_blocks, 0);
 }
 
-/* What one thread holds is bounded in bytes (4 MiB, as meson.build sets), whatever
- * the number of classes it frees: two blocks of each of the 24 held classes
- * would be 15 MiB. */
+static void *volatile held_elsewhere;
+static void *hold_one(void *arg)
+{
+    (void)arg;
+    hak_free(hak_malloc(16)); /* this thread's caches exist from here on */
+    void *x = hak_malloc(100 * KiB);
+    hak_free(x); /* held by this thread */
+    held_elsewhere = x;
+    sem_post(&freed);
+    wait_on(&hold_go);
+    return NULL;
+}
+
+static pthread_barrier_t all_done;
+
+/* Stays alive until all have allocated, so each new thread takes another
+ * of the retired records. */
+static void *two_mallocs(void *arg)
+{
+    (void)arg;
+    hak_free(hak_malloc(16));
+    void *a = hak_malloc(100 * KiB), *b = hak_malloc(100 * KiB);
+    pthread_barrier_wait(&all_done);
+    return (void *)(uintptr_t)(a == held_elsewhere || b == held_elsewhere);
+}
+
+/* A fork child retires the other threads' records: a thread it starts may
+ * get one of them, but not the blocks its first owner held (that block is
+ * in use for its slab and still held by a thread the child does not have). */
+Test(stats, a_fork_child_thread_does_not_take_blocks_another_thread_held)
+{
+    pthread_t t = start_and_wait(hold_one);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) { /* as many new threads as the parent could have had records */
+        enum { K = 8 };
+        pthread_t u[K];
+        pthread_barrier_init(&all_done, NULL, K);
+        int bad = 0;
+        for (int i = 0; i < K; i++)
+            if (pthread_create(&u[i], NULL, two_mallocs, NULL) != 0)
+                _exit(2);
+        for (int i = 0; i < K; i++) {
+            void *reused;
+            pthread_join(u[i], &reused);
+            bad |= reused != NULL;
+        }
+        _exit(bad);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    sem_post(&hold_go);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the child's thread got the block held by a thread it does not have");
+}
+
+static void *volatile consumed[3];
+
+/* Frees what another thread allocates: two blocks held, then the third
+ * when purge passes have gone by. */
+static void *consume(void *arg)
+{
+    (void)arg;
+    hak_free(hak_malloc(16)); /* this thread's caches exist from here on */
+    hak_free(consumed[0]);
+    hak_free(consumed[1]);
+    sem_post(&freed);
+    wait_on(&hold_go);
+    hak_free(consumed[2]); /* no room: held blocks nobody took go back */
+    sem_post(&freed);
+    wait_on(&snapped);
+    return NULL;
+}
+
+Test(stats, a_thread_that_only_frees_gives_held_blocks_back)
+{
+    for (int i = 0; i < 3; i++)
+        cr_assert_not_null(consumed[i] = hak_malloc(100 * KiB));
+    pthread_t t = start_and_wait(consume);
+    snap(&snap_a);
+    hak_malloc_trim(0); /* two purge passes go by */
+    hak_malloc_trim(0);
+    sem_post(&hold_go);
+    wait_on(&freed);
+    snap(&snap_b);
+    sem_post(&snapped);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(row_for(&snap_a, 100 * KiB)->cached_blocks, 2);
+    cr_assert_eq(row_for(&snap_b, 100 * KiB)->cached_blocks, 0, "still held: %llu",
+                 (unsigned long long)row_for(&snap_b, 100 * KiB)->cached_blocks);
+}
+
+/* What one thread holds is bounded in bytes (4 MiB, as meson.build sets),
+ * whatever the number of classes it frees: two blocks of each of the 24
+ * held classes (36-256 KiB) would be 5.5 MiB. */
 Test(stats, medium_cache_is_bounded_in_bytes)
 {
+    static const size_t held_class[24] = {36, 40, 44, 48, 52, 56, 60, 64, 72, 80, 88, 96,
+                                          104, 112, 120, 128, 144, 160, 176, 192, 208, 224, 240, 256};
     enum { N = 48 };
     char *p[N];
     for (int i = 0; i < N; i++)
-        cr_assert_not_null(p[i] = hak_malloc(32 * KiB + 1 + (size_t)(i / 2) * (224 * KiB) / 23));
+        cr_assert_not_null(p[i] = hak_malloc(held_class[i / 2] * KiB));
     snap(&snap_a);
     for (int i = 0; i < N; i++)
         hak_free(p[i]);
@@ -325,8 +436,14 @@ Test(stats, medium_cache_is_bounded_in_bytes)
             classes++;
         }
     cr_assert_leq(held, 4 * MiB, "%zu bytes held", held);
-    cr_assert_geq(held, 3 * MiB, "only %zu bytes held", held);
+    cr_assert_geq(held, 4 * MiB - 256 * KiB, "only %zu bytes held", held);
     cr_assert_geq(classes, 8, "only %zu classes held", classes);
+    /* Up to 256 KiB and no further. */
+    void *big = hak_malloc(256 * KiB + 1);
+    hak_malloc_trim(0);
+    hak_free(big);
+    snap(&snap_b);
+    cr_assert_eq(row_for(&snap_b, 256 * KiB + 1)->cached_blocks, 0, "a 288 KiB block is held");
     hak_malloc_trim(0);
 }
 

@@ -120,12 +120,20 @@ HK_INLINE unsigned hk_medium_class(size_t n) /* 32 KiB < n <= 1 MiB */
 {
     return hk_medium_class_by4k[(n + 4095) >> 12];
 }
-/* free(p) into a thread's cache: checks p as hk_medium_free does (aborting
- * on an invalid or double free), marks it held and sets *m to its class.
- * Returns the ticket the cache keeps, or 0 (nothing changed) when p's
- * class cannot be held; a cache with no room gives the ticket back to
- * hk_medium_unhold before freeing p. */
-uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p, unsigned *m);
+/* The class a thread's cache would hold p in, unchecked: HK_MEDIUM_HELD_CLASSES
+ * or more when p's page is no medium slab's or its class is not held. */
+HK_INLINE unsigned hk_medium_held_class(hk_chunk_t *ch, const void *p)
+{
+    const hk_page_t *pg = hk_page_of(ch, p);
+    return pg->kind == HK_PAGE_MEDIUM ? pg->mcls : HK_MEDIUM_HELD_CLASSES;
+}
+/* free(p) into a thread's cache (the caller has room for it): checks p as
+ * hk_medium_free does (aborting on an invalid or double free) and marks it
+ * held. Returns the ticket the cache keeps, or 0 (nothing changed) when p
+ * cannot be held after all. */
+uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p);
+/* A held block back to its slab (drain): as hk_medium_free, from HELD. */
+void hk_medium_release(uintptr_t t);
 /* The held block back to the program (a cache hit): a ticket is the block
  * (4 KiB-aligned) with its slab's first page and its index in the low
  * bits, and a region's header starts its 2 MiB-aligned chunk, so this

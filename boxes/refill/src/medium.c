@@ -191,42 +191,43 @@ static hk_page_t *mlocate(hk_chunk_t *ch, const void *p, const char *op, unsigne
     return first;
 }
 
-/* As mlocate, and p must be in the program's hands: not free in its slab,
- * not held by a thread's cache (a second free, or a use after free).
- * Caller holds the class lock. */
-static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
+/* As mlocate, and p must be in use: not free in its slab, and in the state
+ * `want` (LIVE: in the program's hands; HELD: in the caller's cache), else
+ * it is a second free or a use after free. Caller holds the class lock. */
+static hk_page_t *mcheck_state(hk_chunk_t *ch, const void *p, const char *op, unsigned want, unsigned *idx)
 {
     hk_page_t *first = mlocate(ch, p, op, idx);
     unsigned i = *idx;
-    if ((first->mfree & (1u << i)) || (has_state(first, i) && mstate_get(first, i) == HK_MB_HELD))
+    if ((first->mfree & (1u << i)) || (has_state(first, i) && mstate_get(first, i) != want))
         hk_fatal_op(strcmp(op, "free") ? "invalid" : "double", op, p);
     return first;
 }
+#define mcheck(ch, p, op, idx) mcheck_state(ch, p, op, HK_MB_LIVE, idx)
 
 _Static_assert(HK_PAGES_PER_CHUNK * 8 <= HK_OS_PAGE, "a ticket's low bits hold page and index");
 
 /* Without the lock, a block's state byte is the truth: only the thread that
  * holds the block (or Box 2 under the lock, for a block it owns) writes it. */
-uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p, unsigned *m)
+uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p)
 {
     unsigned i;
     hk_page_t *first = mlocate(ch, p, "free", &i);
     if (!has_state(first, i))
         return 0;
-    *m = first->mcls;
     if (mstate_get(first, i) != HK_MB_LIVE) /* free in its slab, or held already */
         hk_fatal_op("double", "free", p);
     mstate_set(first, i, HK_MB_HELD);
     return (uintptr_t)p | (uintptr_t)hk_page_of(ch, p)->first << 3 | i;
 }
 
-void hk_medium_free(hk_chunk_t *ch, void *p)
+/* Gives p back to its slab; `want` is the state p must be in (see mcheck_state). */
+static void mfree(hk_chunk_t *ch, void *p, unsigned want)
 {
     unsigned i;
     hk_page_t *pg = hk_page_of(ch, p);
     mclass_state_t *ms = &mclasses[pg->mcls];
     hk_lock(&ms->lock);
-    pg = mcheck(ch, p, "free", &i);
+    pg = mcheck_state(ch, p, "free", want, &i);
     pg->mfree |= 1u << i;
     if (has_state(pg, i))
         mstate_set(pg, i, HK_MB_FREE);
@@ -248,6 +249,16 @@ void hk_medium_free(hk_chunk_t *ch, void *p)
         mpurge(ms, pg->mcls, pg->idle_ms, hk_policy_purge_delay_ms(), &pending);
     hk_refill_mark_pending();
     hk_unlock(&ms->lock);
+}
+
+void hk_medium_free(hk_chunk_t *ch, void *p) { mfree(ch, p, HK_MB_LIVE); }
+
+/* HELD to FREE under the lock, never through LIVE: a stray free of the block
+ * meanwhile, from any thread, finds it held or free and aborts. */
+void hk_medium_release(uintptr_t t)
+{
+    void *p = (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1));
+    mfree(hk_chunk_of(p), p, HK_MB_HELD);
 }
 
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)

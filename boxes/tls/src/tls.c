@@ -25,6 +25,8 @@ typedef struct hk_tls_rec {
     uint8_t mcount[HK_MEDIUM_HELD_CLASSES];
     size_t mbytes;
     uint64_t mhits[HK_MEDIUM_HELD_CLASSES];
+    uint64_t mhits_seen; /* hits at the last check for held blocks nobody takes */
+    unsigned mepoch;     /* hk_refill_purge_epoch at that check */
     hk_tls_t *tls;
     struct hk_tls_rec *next, *prev;
 } __attribute__((aligned(64))) hk_tls_rec_t;
@@ -47,8 +49,14 @@ static hk_tls_rec_t *rec_new(void)
         spare_recs = r->next;
         for (unsigned c = 0; c < HK_NCLASS; c++)
             r->allocs[c] = 0;
-        for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        /* A record retired in a fork child may list blocks its thread held:
+         * they stay allocated there, as that thread's small caches do. */
+        for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {
             r->mhits[m] = 0;
+            r->mcount[m] = 0;
+        }
+        r->mbytes = 0;
+        r->mhits_seen = 0;
         return r;
     }
     if ((size_t)(rec_end - rec_bump) < sizeof *r) {
@@ -89,6 +97,7 @@ static uint64_t *rec_claim(void)
         hk_lock(&reg_lock);
         if ((r = rec_new()) != NULL) {
             r->tls = &hk_tls;
+            r->mepoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
             r->prev = NULL;
             r->next = live_recs;
             if (live_recs)
@@ -401,7 +410,7 @@ static HK_NOINLINE void *medium_miss(void)
 {
     if (hk_tls.state == HK_TLS_LIVE)
         trim_if_idle();
-    else if (hk_tls.state == HK_TLS_NEW && exit_key_ok)
+    else if (hk_tls.state == HK_TLS_NEW && exit_key_ok && hk_tls_medium_bytes)
         thread_start();
     return NULL;
 }
@@ -416,17 +425,38 @@ void *hk_tls_medium_get(unsigned m)
     return hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
 }
 
+static void medium_drain(void);
+
+/* The cache has no room for a block (this path's slow path): blocks it holds
+ * that served no malloc while purge passes went by (a thread that frees
+ * what others allocate) go back, or they would stay for the thread's life. */
+static HK_NOINLINE void medium_full(hk_tls_rec_t *r)
+{
+    unsigned epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
+    if (epoch - r->mepoch < HK_IDLE_EPOCHS)
+        return;
+    uint64_t hits = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        hits += r->mhits[m];
+    if (hits == r->mhits_seen)
+        medium_drain();
+    r->mhits_seen = hits;
+    r->mepoch = epoch;
+}
+
 bool hk_tls_medium_put(hk_chunk_t *ch, void *p)
 {
     hk_tls_rec_t *r = own_rec();
-    unsigned m;
-    uintptr_t t;
-    if (!r || !hk_tls_medium_bytes || !(t = hk_medium_hold(ch, p, &m)))
+    unsigned m = hk_medium_held_class(ch, p);
+    if (!r || m >= HK_MEDIUM_HELD_CLASSES || !hk_tls_medium_bytes)
         return false;
     if (r->mcount[m] >= HK_TLS_MEDIUM_DEPTH || r->mbytes + hk_medium_sizes[m] > hk_tls_medium_bytes) {
-        hk_medium_unhold(t); /* no room: back to the slab after all */
+        medium_full(r);
         return false;
     }
+    uintptr_t t = hk_medium_hold(ch, p);
+    if (!t)
+        return false;
     r->mheld[m][r->mcount[m]++] = t;
     r->mbytes += hk_medium_sizes[m];
     return true;
@@ -440,8 +470,7 @@ static void medium_drain(void)
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
         while (r->mcount[m]) {
             r->mbytes -= hk_medium_sizes[m];
-            void *p = hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
-            hk_medium_free(hk_chunk_of(p), p);
+            hk_medium_release(r->mheld[m][--r->mcount[m]]);
         }
 }
 
