@@ -164,7 +164,7 @@ Test(misuse, double_free_large) { expect_bad_free(4 << 20, 0, 1, "hakmem: double
 
 /* Medium blocks of up to 256 KiB wait in the freeing thread's cache (two a
  * class); a second free must abort wherever the first one put the block. */
-enum { HELD = 100 * 1024 };
+enum { HELD = 100 * 1024, HELD_CLASS = 104 * 1024 /* the class serving HELD */ };
 
 /* The first free reaches the slab (the class's cache is full), a hit makes
  * room, and the second free then meets the cache. */
@@ -194,7 +194,7 @@ static void *free_and_stay(void *arg)
     struct hak_stats st = {.version = HAK_STATS_VERSION};
     hak_stats_get(&st);
     for (unsigned i = 0; i < st.nclass; i++)
-        if (st.cls[i].kind == HAK_STATS_MEDIUM && st.cls[i].block_size >= HELD && st.cls[i].cached_blocks == 1)
+        if (st.cls[i].kind == HAK_STATS_MEDIUM && st.cls[i].block_size == HELD_CLASS && st.cls[i].cached_blocks == 1)
             sem_post(&held_sem); /* else the child exits quietly: the test fails */
     for (;;)
         pause();
@@ -209,9 +209,9 @@ static void do_double_free_held_elsewhere(void *arg)
     if (pthread_create(&t, NULL, free_and_stay, NULL) != 0)
         return;
     struct timespec limit;
-    clock_gettime(CLOCK_REALTIME, &limit);
+    clock_gettime(CLOCK_MONOTONIC, &limit);
     limit.tv_sec += 10;
-    if (sem_timedwait(&held_sem, &limit) == 0)
+    if (sem_clockwait(&held_sem, CLOCK_MONOTONIC, &limit) == 0)
         hak_free(g_target);
 }
 Test(misuse, double_free_medium_held_by_another_thread)

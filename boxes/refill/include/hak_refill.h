@@ -134,6 +134,9 @@ HK_INLINE unsigned hk_medium_held_class(hk_chunk_t *ch, const void *p)
 uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p);
 /* A held block back to its slab (drain): as hk_medium_free, from HELD. */
 void hk_medium_release(uintptr_t t);
+/* Aborts unless p is a medium block in the program's hands (for a free that
+ * will drain the caller's cache before hk_medium_free checks p). No lock. */
+void hk_medium_check_live(hk_chunk_t *ch, const void *p);
 /* The held block back to the program (a cache hit): a ticket is the block
  * (4 KiB-aligned) with its slab's first page and its index in the low
  * bits, and a region's header starts its 2 MiB-aligned chunk, so this
@@ -169,7 +172,7 @@ HK_INLINE void hk_refill_mark_pending(void)
  * memory kept for reuse is then bounded by the purge delay, so Box 2 may
  * keep more of it at once (docs/design.md, "Giving memory back"). */
 extern HK_HIDDEN int hk_refill_purger;
-/* Counts purge passes that found memory to wait for or give back: a thread
+/* Counts purge passes (every hk_refill_purge call): a thread
  * whose slow path sees it advanced by HK_IDLE_EPOCHS since its previous slow
  * path has been idle, and gives its whole cache back first. */
 extern HK_HIDDEN unsigned hk_refill_purge_epoch;

@@ -257,8 +257,16 @@ void hk_medium_free(hk_chunk_t *ch, void *p) { mfree(ch, p, HK_MB_LIVE); }
  * meanwhile, from any thread, finds it held or free and aborts. */
 void hk_medium_release(uintptr_t t)
 {
-    void *p = (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1));
-    mfree(hk_chunk_of(p), p, HK_MB_HELD);
+    mfree((hk_chunk_t *)(t & ~(uintptr_t)(HK_CHUNK_SIZE - 1)), (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1)),
+          HK_MB_HELD);
+}
+
+void hk_medium_check_live(hk_chunk_t *ch, const void *p)
+{
+    unsigned i;
+    hk_page_t *first = mlocate(ch, p, "free", &i);
+    if (has_state(first, i) && mstate_get(first, i) != HK_MB_LIVE)
+        hk_fatal_op("double", "free", p);
 }
 
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)

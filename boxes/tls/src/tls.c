@@ -25,7 +25,7 @@ typedef struct hk_tls_rec {
     uint8_t mcount[HK_MEDIUM_HELD_CLASSES];
     size_t mbytes;
     uint64_t mhits[HK_MEDIUM_HELD_CLASSES];
-    uint64_t mhits_seen; /* hits at the last check for held blocks nobody takes */
+    uint32_t mhit_mask;  /* classes with a hit since the last check for blocks nobody takes */
     unsigned mepoch;     /* hk_refill_purge_epoch at that check */
     hk_tls_t *tls;
     struct hk_tls_rec *next, *prev;
@@ -56,7 +56,7 @@ static hk_tls_rec_t *rec_new(void)
             r->mcount[m] = 0;
         }
         r->mbytes = 0;
-        r->mhits_seen = 0;
+        r->mhit_mask = 0;
         return r;
     }
     if ((size_t)(rec_end - rec_bump) < sizeof *r) {
@@ -422,25 +422,25 @@ void *hk_tls_medium_get(unsigned m)
         return medium_miss();
     r->mbytes -= hk_medium_sizes[m];
     r->mhits[m]++;
+    r->mhit_mask |= 1u << m;
     return hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
 }
 
-static void medium_drain(void);
+static void medium_drain_class(hk_tls_rec_t *r, unsigned m);
 
-/* The cache has no room for a block (this path's slow path): blocks it holds
- * that served no malloc while purge passes went by (a thread that frees
- * what others allocate) go back, or they would stay for the thread's life. */
+/* The cache has no room for a block (this path's slow path): held blocks of
+ * the classes that served no malloc while purge passes went by (a thread
+ * that frees what others allocate) go back, or they would stay for the
+ * thread's life. */
 static HK_NOINLINE void medium_full(hk_tls_rec_t *r)
 {
     unsigned epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     if (epoch - r->mepoch < HK_IDLE_EPOCHS)
         return;
-    uint64_t hits = 0;
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
-        hits += r->mhits[m];
-    if (hits == r->mhits_seen)
-        medium_drain();
-    r->mhits_seen = hits;
+        if (!(r->mhit_mask >> m & 1))
+            medium_drain_class(r, m);
+    r->mhit_mask = 0;
     r->mepoch = epoch;
 }
 
@@ -451,6 +451,7 @@ bool hk_tls_medium_put(hk_chunk_t *ch, void *p)
     if (!r || m >= HK_MEDIUM_HELD_CLASSES || !hk_tls_medium_bytes)
         return false;
     if (r->mcount[m] >= HK_TLS_MEDIUM_DEPTH || r->mbytes + hk_medium_sizes[m] > hk_tls_medium_bytes) {
+        hk_medium_check_live(ch, p); /* a second free of a held block must not reach the drain */
         medium_full(r);
         return false;
     }
@@ -462,16 +463,21 @@ bool hk_tls_medium_put(hk_chunk_t *ch, void *p)
     return true;
 }
 
+static void medium_drain_class(hk_tls_rec_t *r, unsigned m)
+{
+    while (r->mcount[m]) {
+        r->mbytes -= hk_medium_sizes[m];
+        hk_medium_release(r->mheld[m][--r->mcount[m]]);
+    }
+}
+
 static void medium_drain(void)
 {
     hk_tls_rec_t *r = own_rec();
     if (!r)
         return;
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
-        while (r->mcount[m]) {
-            r->mbytes -= hk_medium_sizes[m];
-            hk_medium_release(r->mheld[m][--r->mcount[m]]);
-        }
+        medium_drain_class(r, m);
 }
 
 void hk_tls_drain(void)
