@@ -164,6 +164,10 @@ Test(stats, trim_shows_as_returned_bytes)
     cr_assert_lt(snap_b.live, snap_a.live - 30 * MiB);
 }
 
+/* A new thread gets its caches at its first small malloc: frees made
+ * before that go straight back to the slabs. */
+static void start_caches(void) { hak_free(hak_malloc(16)); }
+
 struct frees {
     void **p;
     int n;
@@ -172,7 +176,7 @@ struct frees {
 static void *free_all(void *arg)
 {
     struct frees *f = arg;
-    hak_free(hak_malloc(16)); /* its caches exist from here on: the frees fill them */
+    start_caches();
     for (int i = 0; i < f->n; i++)
         hak_free(f->p[i]);
     return NULL;
@@ -326,7 +330,7 @@ static void *volatile held_elsewhere;
 static void *hold_one(void *arg)
 {
     (void)arg;
-    hak_free(hak_malloc(16)); /* this thread's caches exist from here on */
+    start_caches();
     void *x = hak_malloc(100 * KiB);
     hak_free(x); /* held by this thread */
     held_elsewhere = x;
@@ -342,7 +346,7 @@ static pthread_barrier_t all_done;
 static void *two_mallocs(void *arg)
 {
     (void)arg;
-    hak_free(hak_malloc(16));
+    start_caches();
     void *a = hak_malloc(100 * KiB), *b = hak_malloc(100 * KiB);
     pthread_barrier_wait(&all_done);
     return (void *)(uintptr_t)(a == held_elsewhere || b == held_elsewhere);
@@ -387,7 +391,7 @@ static void *volatile consumed[3];
 static void *consume(void *arg)
 {
     (void)arg;
-    hak_free(hak_malloc(16)); /* this thread's caches exist from here on */
+    start_caches();
     hak_free(hak_malloc(200 * KiB));
     hak_free(consumed[0]);
     hak_free(consumed[1]);

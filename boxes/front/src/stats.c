@@ -69,6 +69,19 @@ static struct hak_stats_class *row(struct hak_stats *st, int kind, const hk_refi
     return r;
 }
 
+/* A class whose blocks out of Box 2's hands are live or cached: frees need
+ * no counting. allocs counts the blocks handed to the program. */
+static void split_out(struct hak_stats *st, struct hak_stats_class *r, uint64_t out, uint64_t cached,
+                      uint64_t allocs)
+{
+    r->cached_blocks = cached < out ? cached : out;
+    r->live_blocks = out - r->cached_blocks;
+    r->allocs = allocs > r->live_blocks ? allocs : r->live_blocks;
+    r->frees = r->allocs - r->live_blocks;
+    st->thread_cached += r->cached_blocks * r->block_size;
+    st->live += r->live_blocks * r->block_size;
+}
+
 int hak_stats_get(struct hak_stats *st)
 {
     if (st->version != HAK_STATS_VERSION) {
@@ -80,23 +93,16 @@ int hak_stats_get(struct hak_stats *st)
     static uint64_t allocs[HK_NCLASS], cached[HK_NCLASS];
     hk_lock(&scratch_lock); /* the arrays are too big for a thread's stack budget */
     st->threads = hk_tls_stats(allocs, cached);
-    /* Small classes: Box 1 counts allocations; Box 2 knows the blocks out of
-     * its hands, which are live or cached, so frees need no counting. */
+    /* Small classes: Box 1 counts allocations. */
     for (unsigned c = 1; c < HK_NCLASS; c++) {
         hk_refill_class_stats_t rs;
         hk_refill_class_stats(c, &rs);
         struct hak_stats_class *r = row(st, HAK_STATS_SMALL, &rs);
-        uint64_t out = rs.out > 0 ? (uint64_t)rs.out : 0;
-        r->cached_blocks = cached[c] < out ? cached[c] : out;
-        r->live_blocks = out - r->cached_blocks;
-        r->allocs = allocs[c] > r->live_blocks ? allocs[c] : r->live_blocks;
-        r->frees = r->allocs - r->live_blocks;
+        split_out(st, r, rs.out > 0 ? (uint64_t)rs.out : 0, cached[c], allocs[c]);
         if (HK_POOL_TLS || c <= HK_TINY_LAST) { /* else the shared pool: no cache */
             r->cap = hk_policy_cap(c);
             r->batch = hk_policy_batch(c);
         }
-        st->thread_cached += r->cached_blocks * rs.size;
-        st->live += r->live_blocks * rs.size;
     }
     hk_unlock(&scratch_lock);
     /* Medium classes: Box 2 counts its own traffic; a block a thread holds
@@ -107,14 +113,8 @@ int hak_stats_get(struct hak_stats *st)
         hk_refill_class_stats_t rs;
         hk_medium_class_stats(m, &rs);
         struct hak_stats_class *r = row(st, HAK_STATS_MEDIUM, &rs);
-        uint64_t out = sub0(rs.allocs, rs.frees);
         bool held = m < HK_MEDIUM_HELD_CLASSES;
-        r->cached_blocks = held ? (mheld[m] < out ? mheld[m] : out) : 0;
-        r->live_blocks = out - r->cached_blocks;
-        r->allocs = rs.allocs + (held ? mhits[m] : 0);
-        r->frees = r->allocs - r->live_blocks;
-        st->thread_cached += r->cached_blocks * rs.size;
-        st->live += r->live_blocks * rs.size;
+        split_out(st, r, sub0(rs.allocs, rs.frees), held ? mheld[m] : 0, rs.allocs + (held ? mhits[m] : 0));
     }
     hk_large_stats_t lst;
     hk_large_stats(&lst);

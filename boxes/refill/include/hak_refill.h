@@ -137,16 +137,22 @@ void hk_medium_release(uintptr_t t);
 /* Aborts unless p is a medium block in the program's hands (for a free that
  * will drain the caller's cache before hk_medium_free checks p). No lock. */
 void hk_medium_check_live(hk_chunk_t *ch, const void *p);
-/* The held block back to the program (a cache hit): a ticket is the block
- * (4 KiB-aligned) with its slab's first page and its index in the low
- * bits, and a region's header starts its 2 MiB-aligned chunk, so this
- * needs no lookup. */
+/* A ticket is the block (4 KiB-aligned) with its slab's first page and its
+ * index in the low bits; a region's header starts its 2 MiB-aligned chunk,
+ * so neither direction needs a lookup. */
+HK_INLINE uintptr_t hk_medium_ticket(void *p, unsigned first, unsigned i) { return (uintptr_t)p | first << 3 | i; }
+HK_INLINE void *hk_medium_ticket_block(uintptr_t t) { return (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1)); }
+HK_INLINE hk_chunk_t *hk_medium_ticket_chunk(uintptr_t t)
+{
+    return (hk_chunk_t *)(t & ~(uintptr_t)(HK_CHUNK_SIZE - 1));
+}
+/* The held block back to the program (a cache hit). */
 HK_INLINE void *hk_medium_unhold(uintptr_t t)
 {
-    hk_chunk_t *ch = (hk_chunk_t *)(t & ~(uintptr_t)(HK_CHUNK_SIZE - 1));
+    hk_chunk_t *ch = hk_medium_ticket_chunk(t);
     __atomic_store_n(&ch->page[(t >> 3) & (HK_PAGES_PER_CHUNK - 1)].mstate[t & 7], HK_MB_LIVE,
                      __ATOMIC_RELAXED);
-    return (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1));
+    return hk_medium_ticket_block(t);
 }
 
 /* Page-map registration for the large path: [base, base+size) -> ch. */

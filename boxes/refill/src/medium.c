@@ -42,7 +42,6 @@ const uint8_t hk_medium_class_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
     39,
 };
 
-
 /* Block i of a held class has a state byte; the others none. */
 static inline bool has_state(const hk_page_t *first, unsigned i)
 {
@@ -207,17 +206,27 @@ static hk_page_t *mcheck_state(hk_chunk_t *ch, const void *p, const char *op, un
 _Static_assert(HK_PAGES_PER_CHUNK * 8 <= HK_OS_PAGE, "a ticket's low bits hold page and index");
 
 /* Without the lock, a block's state byte is the truth: only the thread that
- * holds the block (or Box 2 under the lock, for a block it owns) writes it. */
+ * holds the block (or Box 2 under the lock, for a block it owns) writes it.
+ * The slab's first page and p's index, or NULL when p has no state byte;
+ * aborts when it has one and p is free in its slab or held already. */
+static hk_page_t *mlive(hk_chunk_t *ch, const void *p, unsigned *idx)
+{
+    hk_page_t *first = mlocate(ch, p, "free", idx);
+    if (!has_state(first, *idx))
+        return NULL;
+    if (mstate_get(first, *idx) != HK_MB_LIVE)
+        hk_fatal_op("double", "free", p);
+    return first;
+}
+
 uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p)
 {
     unsigned i;
-    hk_page_t *first = mlocate(ch, p, "free", &i);
-    if (!has_state(first, i))
+    hk_page_t *first = mlive(ch, p, &i);
+    if (!first)
         return 0;
-    if (mstate_get(first, i) != HK_MB_LIVE) /* free in its slab, or held already */
-        hk_fatal_op("double", "free", p);
     mstate_set(first, i, HK_MB_HELD);
-    return (uintptr_t)p | (uintptr_t)hk_page_of(ch, p)->first << 3 | i;
+    return hk_medium_ticket(p, hk_page_of(ch, p)->first, i);
 }
 
 /* Gives p back to its slab; `want` is the state p must be in (see mcheck_state). */
@@ -255,18 +264,12 @@ void hk_medium_free(hk_chunk_t *ch, void *p) { mfree(ch, p, HK_MB_LIVE); }
 
 /* HELD to FREE under the lock, never through LIVE: a stray free of the block
  * meanwhile, from any thread, finds it held or free and aborts. */
-void hk_medium_release(uintptr_t t)
-{
-    mfree((hk_chunk_t *)(t & ~(uintptr_t)(HK_CHUNK_SIZE - 1)), (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1)),
-          HK_MB_HELD);
-}
+void hk_medium_release(uintptr_t t) { mfree(hk_medium_ticket_chunk(t), hk_medium_ticket_block(t), HK_MB_HELD); }
 
 void hk_medium_check_live(hk_chunk_t *ch, const void *p)
 {
     unsigned i;
-    hk_page_t *first = mlocate(ch, p, "free", &i);
-    if (has_state(first, i) && mstate_get(first, i) != HK_MB_LIVE)
-        hk_fatal_op("double", "free", p);
+    (void)mlive(ch, p, &i);
 }
 
 size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)

@@ -426,7 +426,13 @@ void *hk_tls_medium_get(unsigned m)
     return hk_medium_unhold(r->mheld[m][--r->mcount[m]]);
 }
 
-static void medium_drain_class(hk_tls_rec_t *r, unsigned m);
+static void medium_drain_class(hk_tls_rec_t *r, unsigned m)
+{
+    while (r->mcount[m]) {
+        r->mbytes -= hk_medium_sizes[m];
+        hk_medium_release(r->mheld[m][--r->mcount[m]]);
+    }
+}
 
 /* The cache has no room for a block (this path's slow path): held blocks of
  * the classes that served no malloc while purge passes went by (a thread
@@ -461,14 +467,6 @@ bool hk_tls_medium_put(hk_chunk_t *ch, void *p)
     r->mheld[m][r->mcount[m]++] = t;
     r->mbytes += hk_medium_sizes[m];
     return true;
-}
-
-static void medium_drain_class(hk_tls_rec_t *r, unsigned m)
-{
-    while (r->mcount[m]) {
-        r->mbytes -= hk_medium_sizes[m];
-        hk_medium_release(r->mheld[m][--r->mcount[m]]);
-    }
 }
 
 static void medium_drain(void)
