@@ -457,6 +457,48 @@ Test(stats, medium_cache_is_bounded_in_bytes)
     hak_malloc_trim(0);
 }
 
+/* A large request a little bigger than a cached mapping grows that mapping
+ * (its pages move, nothing is copied or faulted in again) instead of mapping
+ * a new one beside it; one far bigger maps anew. */
+Test(stats, a_large_block_grows_a_smaller_cached_mapping)
+{
+    const size_t a = 3 * MiB, b = 3 * MiB + 512 * KiB, c = 4 * MiB - 100 * KiB;
+    char *p = hak_malloc(a);
+    cr_assert_not_null(p);
+    memset(p, 0x5a, a);
+    hak_free(p);
+    snap(&snap_a);
+    cr_assert_eq(row_for(&snap_a, a)->cached_blocks, 1);
+    char *q = hak_malloc(b);
+    cr_assert_not_null(q);
+    snap(&snap_b);
+    cr_assert_eq(row_for(&snap_b, b)->refills, row_for(&snap_a, a)->refills, "no new mapping");
+    cr_assert_eq(row_for(&snap_b, b)->cached_blocks, 0);
+    for (size_t off = 0; off < a; off += 256 * KiB)
+        cr_assert_eq(q[off], 0x5a, "byte %zu came with the mapping", off);
+    cr_assert_eq(q[a - 1], 0x5a);
+    cr_assert_geq(hak_malloc_usable_size(q), b);
+    memset(q, 0x6b, b);
+    hak_free(q);
+
+    /* calloc on a grown mapping: zero, old bytes and new pages alike. */
+    char *z = hak_calloc(1, c);
+    cr_assert_not_null(z);
+    snap(&snap_a);
+    cr_assert_eq(row_for(&snap_a, c)->refills, row_for(&snap_b, b)->refills, "no new mapping");
+    for (size_t off = 0; off < c; off += 4 * KiB)
+        cr_assert_eq(z[off], 0, "calloc byte %zu", off);
+    cr_assert_eq(z[c - 1], 0);
+    hak_free(z);
+
+    char *big = hak_malloc(8 * MiB); /* the cached 4 MiB would be half of it */
+    cr_assert_not_null(big);
+    snap(&snap_b);
+    cr_assert_eq(row_for(&snap_b, 8 * MiB)->refills, row_for(&snap_a, c)->refills + 1);
+    cr_assert_eq(row_for(&snap_b, 8 * MiB)->cached_blocks, 1, "the smaller mapping stays cached");
+    hak_free(big);
+}
+
 Test(stats, print_writes_a_table)
 {
     void *p = hak_malloc(7000);

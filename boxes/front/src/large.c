@@ -36,6 +36,15 @@ static hk_chunk_t *cache_take(unsigned i)
     return ch;
 }
 
+static void unmap(hk_chunk_t *ch)
+{
+    size_t size = ch->map_size;
+    hk_pagemap_set(ch, size, NULL);
+    hk_os_release(ch, size);
+    hk_note_returned(size);
+    __atomic_add_fetch(&n_unmaps, 1, __ATOMIC_RELAXED);
+}
+
 /* Bytes to map for n bytes at offset off: whole pages, rounded up to one of
  * eight steps per power of two (at most 12.5% more address space), so freed
  * mappings are likely to fit the next request. The mapping starts on a
@@ -55,28 +64,48 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         return NULL;
     }
     size_t total = map_size(off, n);
+    hk_chunk_t *reuse = NULL;
+    bool fits = false;
     hk_lock(&large_lock);
     if (off == HDR) {
         /* Best fit among cached mappings, at most twice the size asked for
-         * (address space only: untouched pages cost no RSS). */
-        int best = -1;
+         * (address space only: untouched pages cost no RSS); else the
+         * largest smaller one, grown below. */
+        int best = -1, grow = -1;
         for (unsigned i = 0; i < cache_n; i++) {
             size_t m = cache[i].size;
             if (m >= total && m / 2 <= total && (best < 0 || m < cache[best].size))
                 best = (int)i;
+            else if (m < total && m >= total - total / 4 && (grow < 0 || m > cache[grow].size))
+                grow = (int)i;
         }
-        if (best >= 0) {
-            hk_chunk_t *ch = cache_take((unsigned)best);
-            __atomic_add_fetch(&live_bytes, ch->map_size, __ATOMIC_RELAXED);
+        if (best >= 0 || grow >= 0) {
+            fits = best >= 0;
+            reuse = cache_take((unsigned)(fits ? best : grow));
+            __atomic_add_fetch(&live_bytes, reuse->map_size, __ATOMIC_RELAXED);
             live_count++;
             n_allocs++;
-            ch->kind = HK_CHUNK_LARGE;
-            hk_unlock(&large_lock);
-            *zeroed = false;
-            return ch->user;
+            reuse->kind = HK_CHUNK_LARGE;
         }
     }
     hk_unlock(&large_lock);
+    if (reuse) {
+        *zeroed = false;
+        if (fits)
+            return reuse->user;
+        /* Its pages are resident: moving them (mremap, no copy) costs less
+         * than faulting in a new mapping while this one waits in the cache
+         * for the purge delay, its RSS counted twice meanwhile. */
+        void *p = hk_large_resize(reuse, reuse->user, n);
+        if (p)
+            return p;
+        hk_lock(&large_lock); /* no room to grow it: a new mapping instead */
+        __atomic_sub_fetch(&live_bytes, reuse->map_size, __ATOMIC_RELAXED);
+        live_count--;
+        n_allocs--;
+        hk_unlock(&large_lock);
+        unmap(reuse);
+    }
     hk_chunk_t *ch = hk_os_reserve(total, align > HK_CHUNK_SIZE ? align : HK_CHUNK_SIZE, true);
     if (!ch)
         return NULL;
@@ -105,15 +134,6 @@ static void check(hk_chunk_t *ch, const void *p, const char *op)
         return;
     bool again = ch->kind == HK_CHUNK_LARGE_FREE && ch->user == p && !strcmp(op, "free");
     hk_fatal_op(again ? "double" : "invalid", op, p);
-}
-
-static void unmap(hk_chunk_t *ch)
-{
-    size_t size = ch->map_size;
-    hk_pagemap_set(ch, size, NULL);
-    hk_os_release(ch, size);
-    hk_note_returned(size);
-    __atomic_add_fetch(&n_unmaps, 1, __ATOMIC_RELAXED);
 }
 
 void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
