@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -463,6 +464,7 @@ Test(stats, medium_cache_is_bounded_in_bytes)
 Test(stats, a_large_block_grows_a_smaller_cached_mapping)
 {
     const size_t a = 3 * MiB, b = 3 * MiB + 512 * KiB, c = 4 * MiB - 100 * KiB;
+    hak_malloc_trim(0); /* an empty large cache, whatever ran before */
     char *p = hak_malloc(a);
     cr_assert_not_null(p);
     memset(p, 0x5a, a);
@@ -474,6 +476,10 @@ Test(stats, a_large_block_grows_a_smaller_cached_mapping)
     snap(&snap_b);
     cr_assert_eq(row_for(&snap_b, b)->refills, row_for(&snap_a, a)->refills, "no new mapping");
     cr_assert_eq(row_for(&snap_b, b)->cached_blocks, 0);
+    cr_assert_eq(row_for(&snap_b, b)->live_blocks, 1);
+    cr_assert_eq(row_for(&snap_b, b)->allocs, row_for(&snap_a, a)->allocs + 1);
+    cr_assert_geq(snap_b.live - snap_a.live, b, "live grew by the whole grown block");
+    cr_assert_lt(snap_b.live - snap_a.live, b + 512 * KiB);
     for (size_t off = 0; off < a; off += 256 * KiB)
         cr_assert_eq(q[off], 0x5a, "byte %zu came with the mapping", off);
     cr_assert_eq(q[a - 1], 0x5a);
@@ -491,12 +497,45 @@ Test(stats, a_large_block_grows_a_smaller_cached_mapping)
     cr_assert_eq(z[c - 1], 0);
     hak_free(z);
 
-    char *big = hak_malloc(8 * MiB); /* the cached 4 MiB would be half of it */
+    char *big = hak_malloc(8 * MiB); /* the cached 4 MiB is under three quarters of it */
     cr_assert_not_null(big);
     snap(&snap_b);
     cr_assert_eq(row_for(&snap_b, 8 * MiB)->refills, row_for(&snap_a, c)->refills + 1);
     cr_assert_eq(row_for(&snap_b, 8 * MiB)->cached_blocks, 1, "the smaller mapping stays cached");
     hak_free(big);
+}
+
+/* The same when the mapping cannot grow in place (a page mapped right after
+ * it, or whatever already sits there): its pages move to a new address. */
+Test(stats, a_large_block_grown_by_a_move_keeps_its_bytes)
+{
+    const size_t a = 3 * MiB, b = 3 * MiB + 512 * KiB;
+    hak_malloc_trim(0);
+    char *p = hak_malloc(a);
+    cr_assert_not_null(p);
+    memset(p, 0x3c, a);
+    char *end = p + hak_malloc_usable_size(p); /* where the mapping ends */
+    void *guard = mmap(end, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    cr_assert(guard != MAP_FAILED || errno == EEXIST, "mmap: %s", strerror(errno));
+    hak_free(p);
+    snap(&snap_a);
+    char *q = hak_malloc(b);
+    cr_assert_not_null(q);
+    snap(&snap_b);
+    cr_assert_neq(q, p, "the pages moved");
+    cr_assert_eq(row_for(&snap_b, b)->refills, row_for(&snap_a, a)->refills, "no new mapping");
+    for (size_t off = 0; off < a; off += 64 * KiB)
+        cr_assert_eq(q[off], 0x3c, "byte %zu came with the mapping", off);
+    cr_assert_geq(hak_malloc_usable_size(q), b);
+    memset(q, 0x4d, b);
+    char *r = hak_malloc(a); /* a new mapping, maybe over the old range, leaves q alone */
+    cr_assert_not_null(r);
+    memset(r, 0x5e, a);
+    cr_assert_eq(q[0], 0x4d);
+    hak_free(r);
+    hak_free(q);
+    if (guard != MAP_FAILED)
+        munmap(guard, 4096);
 }
 
 Test(stats, print_writes_a_table)

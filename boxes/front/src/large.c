@@ -96,7 +96,9 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         /* Its pages are resident: moving them (mremap, no copy) costs less
          * than faulting in a new mapping while this one waits in the cache
          * for the purge delay, its RSS counted twice meanwhile. */
+        int saved = errno; /* a failed in-place mremap is no error of malloc's */
         void *p = hk_large_resize(reuse, reuse->user, n);
+        errno = saved;
         if (p)
             return p;
         hk_lock(&large_lock); /* no room to grow it: a new mapping instead */
@@ -192,6 +194,11 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
         hk_note_returned(old - total);
     } else if (hk_os_resize(ch, old, total)) {
         if (!hk_pagemap_set((char *)ch + old, total - old, ch)) {
+            /* A set that failed half way leaves entries: clear those of
+             * chunks wholly past the old end (clearing cannot fail). */
+            char *past = (char *)hk_align_up((uintptr_t)ch + old, HK_CHUNK_SIZE);
+            if (past < (char *)ch + total)
+                hk_pagemap_set(past, (size_t)((char *)ch + total - past), NULL);
             hk_os_resize(ch, total, old);
             return NULL;
         }
@@ -200,15 +207,19 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
         if (!dst)
             return NULL;
         if (!hk_pagemap_set(dst, total, dst)) {
-            hk_os_release(dst, total);
-            return NULL;
-        }
-        if (!hk_os_move(ch, old, dst, total)) {
             hk_pagemap_set(dst, total, NULL);
             hk_os_release(dst, total);
             return NULL;
         }
-        hk_pagemap_set(ch, old, NULL); /* the source range is gone */
+        /* Another thread may map the source range as soon as mremap has
+         * moved it: its entries go first, and come back if the move fails. */
+        hk_pagemap_set(ch, old, NULL);
+        if (!hk_os_move(ch, old, dst, total)) {
+            hk_pagemap_set(ch, old, ch);
+            hk_pagemap_set(dst, total, NULL);
+            hk_os_release(dst, total);
+            return NULL;
+        }
         ch = dst;
         ch->user = (char *)ch + off;
     }
