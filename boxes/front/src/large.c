@@ -70,7 +70,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
     if (off == HDR) {
         /* Best fit among cached mappings, at most twice the size asked for
          * (address space only: untouched pages cost no RSS); else the
-         * largest smaller one, grown below. */
+         * largest smaller one of at least 3/4 of it, grown below. */
         int best = -1, grow = -1;
         for (unsigned i = 0; i < cache_n; i++) {
             size_t m = cache[i].size;
