@@ -193,7 +193,7 @@ static hk_page_t *mlocate(hk_chunk_t *ch, const void *p, const char *op, unsigne
 /* As mlocate, and p must be in use: not free in its slab, and in the state
  * `want` (LIVE: in the program's hands; HELD: in the caller's cache), else
  * it is a second free or a use after free. Caller holds the class lock. */
-static hk_page_t *mcheck_state(hk_chunk_t *ch, const void *p, const char *op, unsigned want, unsigned *idx)
+static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned want, unsigned *idx)
 {
     hk_page_t *first = mlocate(ch, p, op, idx);
     unsigned i = *idx;
@@ -201,7 +201,6 @@ static hk_page_t *mcheck_state(hk_chunk_t *ch, const void *p, const char *op, un
         hk_fatal_op(strcmp(op, "free") ? "invalid" : "double", op, p);
     return first;
 }
-#define mcheck(ch, p, op, idx) mcheck_state(ch, p, op, HK_MB_LIVE, idx)
 
 _Static_assert(HK_PAGES_PER_CHUNK * 8 <= HK_OS_PAGE, "a ticket's low bits hold page and index");
 
@@ -229,14 +228,14 @@ uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p)
     return hk_medium_ticket(p, hk_page_of(ch, p)->first, i);
 }
 
-/* Gives p back to its slab; `want` is the state p must be in (see mcheck_state). */
+/* Gives p back to its slab; `want` is the state p must be in (see mcheck). */
 static void mfree(hk_chunk_t *ch, void *p, unsigned want)
 {
     unsigned i;
     hk_page_t *pg = hk_page_of(ch, p);
     mclass_state_t *ms = &mclasses[pg->mcls];
     hk_lock(&ms->lock);
-    pg = mcheck_state(ch, p, "free", want, &i);
+    pg = mcheck(ch, p, "free", want, &i);
     pg->mfree |= 1u << i;
     if (has_state(pg, i))
         mstate_set(pg, i, HK_MB_FREE);
@@ -280,7 +279,7 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
         hk_fatal_op("invalid", op, p);
     mclass_state_t *ms = &mclasses[pg->mcls];
     hk_lock(&ms->lock);
-    pg = mcheck(ch, p, op, &i);
+    pg = mcheck(ch, p, op, HK_MB_LIVE, &i);
     size_t size = hk_medium_sizes[pg->mcls];
     hk_unlock(&ms->lock);
     return size;
