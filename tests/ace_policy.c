@@ -1,8 +1,13 @@
 /* ace_policy.c — tests Box 3 (ACE) in a learning build: ring overflow drops without blocking, parameters apply only at refill/flush, the learner converges, and a class settled on short-lived threads is still heard. */
 #define _GNU_SOURCE /* pthread_barrier_t */
-#include "hak_policy.h"
+#include "policy_internal.h" /* white box: the fixed table, hk_ace_stats */
+#define hk_policy_cap(c) (hk_policy_limits(c).cap)
+#define hk_policy_batch(c) (hk_policy_limits(c).batch)
 #include "hak_tls.h"
 #include "test_alloc_names.h"
+
+/* Box 3's test hook (policy_ace.c): while held, the learner does not run. */
+void hk_ace_hold_learner(bool hold);
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,6 +1,8 @@
 /* ace_reentry.c — contract C: Box 3 linked alone under a malloc that aborts while Box 3 runs; events, learning and the trace must never reach it. */
 #include "hak_base.h"
-#include "hak_policy.h"
+#include "policy_internal.h" /* white box: hk_ace_stats */
+#define hk_policy_cap(c) (hk_policy_limits(c).cap)
+#define hk_policy_batch(c) (hk_policy_limits(c).batch)
 
 #include <signal.h>
 #include <stdio.h>
@@ -77,7 +79,9 @@ int main(int argc, char **argv)
         return 0;
     }
     inside = 1;
-    hk_policy_configure(true, true); /* the trace formats and writes every decision */
+    hk_policy_config_t cfg = hk_policy_config();
+    cfg.learning = cfg.trace = true; /* the trace formats and writes every decision */
+    hk_policy_configure(&cfg);
     for (unsigned round = 0; round < 200; round++) {
         for (unsigned i = 0; i < 5000; i++) {
             unsigned c = 1 + (i * 7 + round) % 72;
@@ -97,7 +101,7 @@ int main(int argc, char **argv)
     }
     hk_ace_stats_t st;
     hk_ace_stats(&st);
-    hk_policy_fork_child();
+    hk_policy_fork(HK_FORK_CHILD);
     inside = 0;
     printf("reentry: %llu events, %llu decisions, no allocation\n", (unsigned long long)st.events,
            (unsigned long long)st.decisions);

@@ -1,7 +1,9 @@
-# Checks symbol hygiene: every global symbol of libhakmem.a carries the hk_/hak_ prefix or is a standard allocator name, and libhakmem.so exports only hak_* and those names.
+# Checks symbols: every global symbol of libhakmem.a carries the hk_/hak_ prefix or is a standard allocator name, libhakmem.so exports only hak_* and those names, and no part's static library calls a part its floor may not use (docs/design.md).
 
 import subprocess
 import sys
+
+import floors
 
 STANDARD = {
     "malloc", "free", "calloc", "realloc", "reallocarray", "posix_memalign", "aligned_alloc",
@@ -25,11 +27,75 @@ def nm(args, path):
     return syms
 
 
+def layering(parts, defined, undefined):
+    """defined/undefined: {part: set of hk_/hak_ names}. Returns (violations,
+    edges): a call into a part outside the caller's uses is a violation."""
+    violations, edges = [], {}
+    for user in sorted(undefined):
+        for name in sorted(undefined[user]):
+            owners = sorted(p for p in defined if name in defined[p] and p != user)
+            if not owners or name in defined.get(user, ()):
+                continue  # defined in the part itself, or by nothing of hakmem
+            for o in owners:
+                edges.setdefault(user, set()).add(o)
+            if not any(floors.may_use(parts, user, o) for o in owners):
+                o = owners[0]
+                way = ("up" if parts[o].floor > parts[user].floor else
+                       "sideways" if parts[o].floor == parts[user].floor else "down, but not in its uses")
+                violations.append(f"{user} (floor {parts[user].floor}) uses {name} of {o} "
+                                  f"(floor {parts[o].floor}): {way}")
+    return violations, edges
+
+
+def self_test():
+    """The layering judge must pass a clean set and catch an up and a sideways call."""
+    parts = floors.parse("""<!-- floors -->
+| floor | part | directories | owns | uses |
+|---|---|---|---|---|
+| 3 | tls | t | box 1 | refill base |
+| 2 | refill | r | box 2 | base |
+| 2 | backend | b | os | base |
+| 1 | base | x | bottom | |
+<!-- /floors -->""")
+    defined = {"tls": {"hk_tls_refill"}, "refill": {"hk_refill_take"}, "backend": {"hk_os_reserve"},
+               "base": {"hk_lock_slow"}}
+    clean = {"tls": {"hk_refill_take", "hk_lock_slow"}, "refill": {"hk_lock_slow"}, "backend": set()}
+    errors = []
+    v, e = layering(parts, defined, clean)
+    if v or e.get("tls") != {"refill", "base"}:
+        errors.append(f"self-test: clean set judged {v} {e}")
+    v, _ = layering(parts, defined, {"refill": {"hk_tls_refill", "hk_os_reserve"}, "tls": {"hk_os_reserve"}})
+    for want in ("refill (floor 2) uses hk_tls_refill of tls (floor 3): up",
+                 "refill (floor 2) uses hk_os_reserve of backend (floor 2): sideways",
+                 "tls (floor 3) uses hk_os_reserve of backend (floor 2): down, but not in its uses"):
+        if want not in v:
+            errors.append(f"self-test: not reported: {want} (got {v})")
+    return errors
+
+
+def part_symbols(args):
+    """PART=LIB arguments -> ({part: defined hk_ names}, {part: undefined hk_ names})."""
+    defined, undefined = {}, {}
+    for arg in args:
+        part, lib = arg.split("=", 1)
+        mine = lambda n: n.startswith(("hk_", "hak_"))
+        defined[part] = {n for n, _ in nm(["-g", "--defined-only"], lib) if mine(n)}
+        undefined[part] = {n for n, _ in nm(["-u"], lib) if mine(n)}
+    return defined, undefined
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[3] not in ("override", "no-override"):
-        print("usage: check_symbols.py libhakmem.a libhakmem.so override|no-override", file=sys.stderr)
+    if len(sys.argv) == 2 and sys.argv[1] == "--self-test":
+        errors = self_test()
+        for e in errors:
+            print(e)
+        print("symbol layering self-test:", "FAILED" if errors else "ok")
+        return 1 if errors else 0
+    if len(sys.argv) < 4 or sys.argv[3] not in ("override", "no-override"):
+        print("usage: check_symbols.py libhakmem.a libhakmem.so override|no-override [SRCROOT PART=LIB.a ...]"
+              " | --self-test", file=sys.stderr)
         return 2
-    static_lib, shared_lib, mode = sys.argv[1:]
+    static_lib, shared_lib, mode = sys.argv[1:4]
     override = mode == "override"
     errors = []
 
@@ -63,6 +129,21 @@ def main():
         for needed in ("malloc", "free", "calloc", "realloc", "posix_memalign", "aligned_alloc", "malloc_usable_size"):
             if needed not in exported:
                 errors.append(f"{shared_lib}: override build does not export {needed}")
+
+    if len(sys.argv) > 4:
+        errors += self_test()
+        try:
+            parts = floors.load(sys.argv[4])
+        except (OSError, ValueError) as e:
+            errors.append(f"floors table: {e}")
+        else:
+            defined, undefined = part_symbols(sys.argv[5:])
+            missing = sorted(set(parts) - set(defined))
+            if missing:
+                errors.append(f"no static library given for part(s) {', '.join(missing)}")
+            violations, edges = layering(parts, defined, undefined)
+            errors += violations
+            print(floors.table(parts, edges))
 
     for e in errors:
         print(e)

@@ -14,6 +14,13 @@
 #define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 #define DELAY_MS 50 /* HAKMEM_PURGE_DELAY_MS in tests/meson.build */
 
+static void set_delay(unsigned ms)
+{
+    hk_policy_config_t cfg = hk_policy_config();
+    cfg.purge_delay_ms = ms;
+    hk_policy_configure(&cfg);
+}
+
 static hk_page_t *span(unsigned n)
 {
     bool zeroed;
@@ -57,7 +64,7 @@ static void many_regions(void)
 {
     enum { NREG = 56, MAXSPANS = NREG * 31 + 4096 };
     static hk_page_t *all[MAXSPANS], *byreg[NREG][32];
-    static hk_chunk_t *regs[NREG];
+    static hk_region_t *regs[NREG];
     bool pending = false;
     hk_refill_purge(0, &pending); /* no empty region left over from above */
     size_t mapped0 = hk_refill_mapped();
@@ -67,7 +74,7 @@ static void many_regions(void)
     while ((nreg < NREG || regs[NREG - 1]->free_pages) && nall < MAXSPANS) {
         hk_page_t *p = span(1);
         all[nall++] = p;
-        hk_chunk_t *ch = hk_chunk_of_page(p);
+        hk_region_t *ch = hk_region_of_page(p);
         if (nreg < NREG && hk_page_index(p) == 1 && ch->free_pages == 0xfffffffcu) /* a fresh region */
             regs[nreg] = ch, memset(byreg[nreg], 0, sizeof byreg[nreg]), nreg++;
         for (unsigned j = 0; j < nreg; j++)
@@ -94,7 +101,7 @@ static void many_regions(void)
     for (unsigned w = 0; w < 6; w++) {
         unsigned n = want[w];
         got[w] = span(n);
-        hk_chunk_t *ch = hk_chunk_of_page(got[w]);
+        hk_region_t *ch = hk_region_of_page(got[w]);
         unsigned at = hk_page_index(got[w]);
         uint32_t before = ch->free_pages | (((n == 32 ? 0u : 1u << n) - 1) << at);
         unsigned len = run_len(before, at);
@@ -150,7 +157,7 @@ static void expect_kept(unsigned want, const char *after)
 static void kept_regions_follow_swings(void)
 {
     bool pending = false;
-    hk_policy_set_purge_delay_ms(600000); /* no stall can close the window */
+    set_delay(600000); /* no stall can close the window */
     hk_refill_purge(0, &pending);
     base_mapped = hk_refill_mapped();
     __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
@@ -172,14 +179,14 @@ static void kept_regions_follow_swings(void)
     swing(48);
     expect_kept(16, "after a cap of 24 was halved");
     hk_refill_purge(0, &pending);
-    hk_policy_set_purge_delay_ms(20);
+    set_delay(20);
     swing(48);
     wait_clock(20);
     swing(48); /* mapped again, but the delay after the unmapping is over */
     expect_kept(16, "after 48 were needed again only after the delay");
     wait_clock(20);
     swing(26); /* 10 mapped after the delay; freed: the cap unmaps 10 */
-    hk_policy_set_purge_delay_ms(600000);
+    set_delay(600000);
     swing(48); /* of the 32 mapped, only those 10 were just unmapped */
     expect_kept(26, "after 26 needed after the delay, then 48 at once");
     hk_refill_purge(0, &pending);
@@ -201,7 +208,7 @@ int main(void)
     /* A 1 MiB span, resident, and as many 1-page spans as fit in the rest of
      * its region (whatever else the process has put where). */
     hk_page_t *a = span(16);
-    hk_chunk_t *region = hk_chunk_of_page(a);
+    hk_region_t *region = hk_region_of_page(a);
     uintptr_t a_start = a->start;
     size_t a_len = (size_t)16 << HK_PAGE_SHIFT;
     memset((void *)a_start, 0x5a, a_len);
@@ -209,7 +216,7 @@ int main(void)
     unsigned nmine = 0, nother = 0;
     while (region->free_pages && nother < 4096) {
         hk_page_t *p = span(1);
-        if (hk_chunk_of_page(p) == region)
+        if (hk_region_of_page(p) == region)
             mine[nmine++] = p;
         else
             other[nother++] = p;
@@ -225,7 +232,7 @@ int main(void)
     hk_span_free(a);
     uint32_t free_mask = region->free_pages;
     hk_page_t *c = span(1);
-    if (hk_chunk_of_page(c) == region) {
+    if (hk_region_of_page(c) == region) {
         unsigned at = hk_page_index(c), len = run_len(free_mask, at), shortest = 32;
         for (unsigned i = 1; i < 32; i++)
             if (free_mask >> i & 1 && run_len(free_mask, i) < shortest)

@@ -1,6 +1,5 @@
-/* os_map.c — the address-space primitives every backend shares: aligned reserve, commit, resize and move of plain mappings. */
+/* os_map.c — the address-space primitives every backend shares: aligned reserve, release, resize and move of plain mappings. */
 #include "hak_backend.h"
-#include "hak_base.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -38,14 +37,7 @@ void *hk_os_reserve(size_t size, size_t align, bool commit)
     return aligned;
 }
 
-bool hk_os_commit(void *p, size_t size)
-{
-    if (mprotect(p, size, PROT_READ | PROT_WRITE) != 0) {
-        errno = ENOMEM;
-        return false;
-    }
-    return true;
-}
+void hk_os_release(void *p, size_t size) { munmap(p, size); }
 
 bool hk_os_resize(void *p, size_t old_size, size_t new_size)
 {

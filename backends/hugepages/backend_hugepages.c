@@ -1,6 +1,5 @@
 /* backend_hugepages.c — the hugepages backend: slab regions on 2 MiB pages (MAP_HUGETLB, else transparent huge pages, else 4 KiB pages), everything else as the mmap backend. */
 #include "hak_backend.h"
-#include "hak_base.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,60 +26,26 @@
 
 _Static_assert(HK_CHUNK_SIZE == (size_t)2 << 20, "a region is one 2 MiB huge page");
 
-/* ---- what backs each 2 MiB chunk -------------------------------------------
+/* ---- what backs each slab region -------------------------------------------
  * hk_os_decommit must know whether a range lies in a MAP_HUGETLB region
  * (only whole huge pages can be dropped there) or a THP one; madvise cannot
  * tell reliably (on hugetlb a range starting on the page boundary but shorter
- * than the page "succeeds" and frees nothing). One byte per 2 MiB chunk, in
- * 64 KiB leaves (128 GiB of address space each) mapped on first use. */
-enum { KIND_PLAIN = 0, KIND_HUGETLB = 1, KIND_THP = 2, KIND_4K = 3 /* a slab region on 4 KiB pages */ };
-#define LEAF_BITS 16
-#define TOP_BITS (47 - HK_CHUNK_SHIFT - LEAF_BITS)
-static uint8_t *kinds[1u << TOP_BITS];
+ * than the page "succeeds" and frees nothing). The region's own first word,
+ * which Box 2 leaves to the backend (hak_backend.h), says which. */
+enum { KIND_HUGETLB = 1, KIND_THP = 2, KIND_4K = 3 };
+_Static_assert(HK_OS_REGION_WORD == sizeof(uint32_t), "the record is one word");
 
-static unsigned kind_of(uintptr_t a)
-{
-    uintptr_t c = a >> HK_CHUNK_SHIFT;
-    if ((c >> LEAF_BITS) >= (1u << TOP_BITS))
-        return KIND_PLAIN;
-    uint8_t *leaf = __atomic_load_n(&kinds[c >> LEAF_BITS], __ATOMIC_ACQUIRE);
-    return leaf ? __atomic_load_n(&leaf[c & ((1u << LEAF_BITS) - 1)], __ATOMIC_RELAXED) : KIND_PLAIN;
-}
-
-/* False when the leaf cannot be mapped (the caller then treats the region
- * as plain memory: hugetlb regions are given up, THP ones stay correct). */
-static bool set_kind(uintptr_t a, size_t size, unsigned kind)
-{
-    for (uintptr_t c = a >> HK_CHUNK_SHIFT; c < (a + size) >> HK_CHUNK_SHIFT; c++) {
-        if ((c >> LEAF_BITS) >= (1u << TOP_BITS))
-            return false;
-        uint8_t **slot = &kinds[c >> LEAF_BITS];
-        uint8_t *leaf = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-        if (!leaf) {
-            if (kind == KIND_PLAIN)
-                continue;
-            uint8_t *fresh = hk_os_reserve((size_t)1 << LEAF_BITS, HK_OS_PAGE, true);
-            if (!fresh)
-                return false;
-            if (__atomic_compare_exchange_n(slot, &leaf, fresh, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                leaf = fresh;
-            else
-                munmap(fresh, (size_t)1 << LEAF_BITS); /* another thread's leaf won */
-        }
-        __atomic_store_n(&leaf[c & ((1u << LEAF_BITS) - 1)], (uint8_t)kind, __ATOMIC_RELAXED);
-    }
-    return true;
-}
+static uint32_t *record(uintptr_t region) { return (uint32_t *)region; }
+static unsigned kind_of(uintptr_t region) { return __atomic_load_n(record(region), __ATOMIC_RELAXED); }
+static void set_kind(uintptr_t region, unsigned kind) { __atomic_store_n(record(region), kind, __ATOMIC_RELAXED); }
 
 /* THP -> 4 KiB for one region; true for the one caller that made the change
  * (small and medium purges may decommit parts of a region at the same time). */
-static bool demote(uintptr_t chunk)
+static bool demote(uintptr_t region)
 {
-    uintptr_t c = chunk >> HK_CHUNK_SHIFT;
-    uint8_t *leaf = __atomic_load_n(&kinds[c >> LEAF_BITS], __ATOMIC_ACQUIRE);
-    uint8_t expect = KIND_THP;
-    return leaf && __atomic_compare_exchange_n(&leaf[c & ((1u << LEAF_BITS) - 1)], &expect, (uint8_t)KIND_4K,
-                                               false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    uint32_t expect = KIND_THP;
+    return __atomic_compare_exchange_n(record(region), &expect, KIND_4K, false, __ATOMIC_RELAXED,
+                                       __ATOMIC_RELAXED);
 }
 
 /* ---- what the system offers ------------------------------------------------ */
@@ -172,10 +137,11 @@ static void *reserve_hugetlb(size_t size)
         hugetlb_refused();
         return NULL;
     }
-    if (((uintptr_t)p & (HK_CHUNK_SIZE - 1)) || !set_kind((uintptr_t)p, size, KIND_HUGETLB)) {
+    if ((uintptr_t)p & (HK_CHUNK_SIZE - 1)) {
         munmap(p, size); /* cannot happen for a 2 MiB hugetlb mapping, but be exact */
         return NULL;
     }
+    set_kind((uintptr_t)p, KIND_HUGETLB);
     __atomic_add_fetch(&hugetlb_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
     return p;
 }
@@ -234,15 +200,16 @@ static void measure_probe(void)
         next_probe = reserved_n + PROBE_EVERY;
     measured = true;
     heap_dense = resident_pages(a) >= DENSE_PAGES;
-    if (heap_dense && thp() != THP_NEVER && madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0 &&
-        set_kind(a, HK_CHUNK_SIZE, KIND_THP)) {
+    if (heap_dense && thp() != THP_NEVER && madvise((void *)a, HK_CHUNK_SIZE, MADV_HUGEPAGE) == 0) {
+        set_kind(a, KIND_THP);
         __atomic_sub_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
         __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
     }
 }
 
-void *hk_os_reserve_slabs(size_t size)
+void *hk_os_reserve_slabs(void)
 {
+    const size_t size = HK_CHUNK_SIZE;
     hk_lock(&probe_lock);
     /* Small programs do not pay: while a process holds fewer than
      * SMALL_REGIONS regions nothing is promoted, so a program that fits in
@@ -250,12 +217,12 @@ void *hk_os_reserve_slabs(size_t size)
     size_t held = __atomic_load_n(&hugetlb_regions, __ATOMIC_RELAXED) +
                   __atomic_load_n(&thp_regions, __ATOMIC_RELAXED) +
                   __atomic_load_n(&plain_regions, __ATOMIC_RELAXED);
-    bool grown = held >= SMALL_REGIONS && size == HK_CHUNK_SIZE;
+    bool grown = held >= SMALL_REGIONS;
     if (grown && probe)
         measure_probe();
     /* Until the first count, every region is a probe: the first region a
      * grown heap counts is then the one filled last. */
-    bool probing = size == HK_CHUNK_SIZE && (!measured || ++reserved_n >= next_probe);
+    bool probing = !measured || ++reserved_n >= next_probe;
     if (probing && measured) {
         size_t every = held / PROBE_SHARE > PROBE_EVERY ? held / PROBE_SHARE : PROBE_EVERY;
         next_probe = reserved_n + every;
@@ -263,15 +230,17 @@ void *hk_os_reserve_slabs(size_t size)
     bool huge = grown && heap_dense && !probing;
     void *p = huge ? reserve_hugetlb(size) : NULL;
     if (!p && (p = hk_os_reserve(size, HK_CHUNK_SIZE, true))) {
-        if (huge && thp() != THP_NEVER && madvise(p, size, MADV_HUGEPAGE) == 0 &&
-            set_kind((uintptr_t)p, size, KIND_THP)) {
-            __atomic_add_fetch(&thp_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
-        } else if (set_kind((uintptr_t)p, size, KIND_4K)) {
+        if (huge && thp() != THP_NEVER && madvise(p, size, MADV_HUGEPAGE) == 0) {
+            set_kind((uintptr_t)p, KIND_THP);
+            __atomic_add_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
+        } else {
             /* Under THP "always" the first touch would take a huge page:
-             * the dense rule holds in every mode, as with the mmap backend. */
+             * the dense rule holds in every mode, as with the mmap backend.
+             * The record is written after, as that first touch. */
             if (thp() == THP_ALWAYS)
                 madvise(p, size, MADV_NOHUGEPAGE);
-            __atomic_add_fetch(&plain_regions, size >> HK_CHUNK_SHIFT, __ATOMIC_RELAXED);
+            set_kind((uintptr_t)p, KIND_4K);
+            __atomic_add_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
             if (probing)
                 probe = (uintptr_t)p;
         }
@@ -280,63 +249,53 @@ void *hk_os_reserve_slabs(size_t size)
     return p;
 }
 
+/* The range lies in one region and never covers its first page (Box 2's
+ * header, with the record): a MAP_HUGETLB region's page never goes back
+ * whole here. */
 void hk_os_decommit(void *p, size_t size)
 {
-    uintptr_t a = (uintptr_t)p, end = a + size;
-    while (a < end) {
-        uintptr_t chunk = a & ~(uintptr_t)(HK_CHUNK_SIZE - 1);
-        uintptr_t stop = chunk + HK_CHUNK_SIZE < end ? chunk + HK_CHUNK_SIZE : end;
-        unsigned kind = kind_of(chunk);
-        if (kind == KIND_HUGETLB && !(a == chunk && stop == chunk + HK_CHUNK_SIZE)) {
-            /* Part of a huge page cannot go back (the kernel refuses a
-             * MADV_DONTNEED that does not cover the whole page). Zero it, so
-             * it reads as zero like decommitted memory: the layer above then
-             * skips zeroing it again, and the kernel would have spent the
-             * same memset at the next fault anyway. */
-            memset((void *)a, 0, stop - a);
-        } else {
-            /* MADV_DONTNEED, not MADV_FREE: RSS must drop now. A whole huge
-             * page goes back to the pool (still reserved for this mapping). */
-            madvise((void *)a, stop - a, MADV_DONTNEED);
-            if (kind == KIND_THP && !(a == chunk && stop == chunk + HK_CHUNK_SIZE) &&
-                demote(chunk)) {
-                /* The huge page was split to free part of it. Left opted in,
-                 * khugepaged (max_ptes_none 511 by default) would collapse
-                 * the region again and fault the freed part back in: the
-                 * region stays on 4 KiB pages until it is released. */
-                madvise((void *)chunk, HK_CHUNK_SIZE, MADV_NOHUGEPAGE);
-                __atomic_sub_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
-                __atomic_add_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
-            }
-        }
-        a = stop;
+    uintptr_t region = (uintptr_t)p & ~(uintptr_t)(HK_CHUNK_SIZE - 1);
+    unsigned kind = kind_of(region);
+    if (kind == KIND_HUGETLB) {
+        /* Part of a huge page cannot go back (the kernel refuses a
+         * MADV_DONTNEED that does not cover the whole page). Zero it, so it
+         * reads as zero like decommitted memory: the layer above then skips
+         * zeroing it again, and the kernel would have spent the same memset
+         * at the next fault anyway. */
+        memset(p, 0, size);
+        return;
+    }
+    /* MADV_DONTNEED, not MADV_FREE: RSS must drop now. */
+    madvise(p, size, MADV_DONTNEED);
+    if (kind == KIND_THP && demote(region)) {
+        /* The huge page was split to free part of it. Left opted in,
+         * khugepaged (max_ptes_none 511 by default) would collapse the
+         * region again and fault the freed part back in: the region stays
+         * on 4 KiB pages until it is released. */
+        madvise((void *)region, HK_CHUNK_SIZE, MADV_NOHUGEPAGE);
+        __atomic_sub_fetch(&thp_regions, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&plain_regions, 1, __ATOMIC_RELAXED);
     }
 }
 
-void hk_os_release(void *p, size_t size)
+void hk_os_release_slabs(void *region)
 {
-    /* Slab regions are released whole and one at a time; large mappings and
-     * the page map (plain) pass through. The kind is cleared before the
-     * munmap: afterwards another thread may map the same address. */
-    if (size == HK_CHUNK_SIZE && !((uintptr_t)p & (HK_CHUNK_SIZE - 1))) {
-        unsigned kind = kind_of((uintptr_t)p);
-        if (kind == KIND_4K) { /* never count (or opt in) what may be a large block soon */
-            hk_lock(&probe_lock);
-            if (probe == (uintptr_t)p)
-                probe = 0;
-            hk_unlock(&probe_lock);
-        }
-        if (kind == KIND_HUGETLB) {
-            set_kind((uintptr_t)p, size, KIND_PLAIN);
-            __atomic_sub_fetch(&hugetlb_regions, 1, __ATOMIC_RELAXED);
-            /* Our page goes back to the pool: the next region may use it. */
-            __atomic_store_n(&hugetlb_blocked, 0, __ATOMIC_RELAXED);
-        } else if (kind != KIND_PLAIN) {
-            set_kind((uintptr_t)p, size, KIND_PLAIN);
-            __atomic_sub_fetch(kind == KIND_THP ? &thp_regions : &plain_regions, 1, __ATOMIC_RELAXED);
-        }
+    uintptr_t a = (uintptr_t)region;
+    unsigned kind = kind_of(a);
+    if (kind == KIND_4K) { /* never count (or opt in) what may be a large block soon */
+        hk_lock(&probe_lock);
+        if (probe == a)
+            probe = 0;
+        hk_unlock(&probe_lock);
     }
-    munmap(p, size);
+    if (kind == KIND_HUGETLB) {
+        __atomic_sub_fetch(&hugetlb_regions, 1, __ATOMIC_RELAXED);
+        /* Our page goes back to the pool: the next region may use it. */
+        __atomic_store_n(&hugetlb_blocked, 0, __ATOMIC_RELAXED);
+    } else {
+        __atomic_sub_fetch(kind == KIND_THP ? &thp_regions : &plain_regions, 1, __ATOMIC_RELAXED);
+    }
+    hk_os_release(region, HK_CHUNK_SIZE);
 }
 
 /* ---- the mode line --------------------------------------------------------- */
@@ -424,4 +383,18 @@ const char *hk_os_mode(void)
     }
     hk_unlock(&mode_lock);
     return mode_line;
+}
+
+void hk_os_fork(int phase)
+{
+    if (phase == HK_FORK_PREPARE) {
+        hk_lock(&probe_lock);
+        hk_lock(&mode_lock);
+    } else if (phase == HK_FORK_PARENT) {
+        hk_unlock(&mode_lock);
+        hk_unlock(&probe_lock);
+    } else {
+        hk_lock_reset(&mode_lock);
+        hk_lock_reset(&probe_lock);
+    }
 }

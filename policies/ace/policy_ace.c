@@ -1,6 +1,5 @@
 /* policy_ace.c — Box 3 (ACE): slow-path events into fixed rings, and a learner that publishes each class's cache cap and refill count from them. */
-#include "hak_policy.h"
-#include "hak_front.h"
+#include "policy_internal.h"
 
 #include <pthread.h>
 
@@ -61,22 +60,19 @@ static uint32_t fixed_w[HK_NCLASS]; /* the fixed table in the same form */
 
 static bool learning = true, trace;
 
-unsigned hk_policy_cap(unsigned c)
+hk_limits_t hk_policy_limits(unsigned c)
 {
     uint32_t w = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
-    return w ? w >> 16 : hk_policy_fixed_cap(c);
+    if (!w)
+        return (hk_limits_t){hk_policy_fixed_cap(c), hk_policy_fixed_batch(c)};
+    return (hk_limits_t){w >> 16, w & 0xffff};
 }
 
-unsigned hk_policy_batch(unsigned c)
-{
-    uint32_t w = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
-    return w ? w & 0xffff : hk_policy_fixed_batch(c);
-}
-
-/* Runs in hk_init, after HAKMEM_THREAD_MID_BYTES: from here on every class
- * has a published word, the fixed table's until something is learned (the
- * words are the fixed table kept as numbers, not recomputed per call). */
-void hk_policy_configure(bool on, bool tr)
+/* Runs in hk_policy_configure, after the mid budget is set: from here on
+ * every class has a published word, the fixed table's until something is
+ * learned (the words are the fixed table kept as numbers, not recomputed
+ * per call). */
+void hk_ace_configure(bool on, bool tr)
 {
     learning = on;
     trace = tr;
@@ -86,13 +82,18 @@ void hk_policy_configure(bool on, bool tr)
     }
 }
 
-void hk_policy_fork_child(void)
+void hk_policy_fork(int phase)
 {
+    if (phase != HK_FORK_CHILD)
+        return; /* nobody waits on these flags: a producer drops, a learner leaves */
     for (unsigned i = 0; i < RINGS; i++)
         rings[i].busy = 0;
     learner_busy = 0;
 }
 
+/* Tests (tests/ace_policy.c): while held, the learner does not run (a
+ * learner far slower than the producers), so the rings fill and drop. */
+void hk_ace_hold_learner(bool hold);
 void hk_ace_hold_learner(bool hold)
 {
     if (hold)

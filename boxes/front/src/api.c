@@ -183,7 +183,7 @@ void *hak_pvalloc(size_t n)
 
 /* Block size of the small block p, aborting on a pointer that is not one
  * (or one sitting in a free list: a use after free). */
-static size_t small_check(hk_page_t *pg, const void *p, const char *op)
+static size_t small_check(const hk_page_face_t *pg, const void *p, const char *op)
 {
     if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || hk_tls_is_tagged(p)))
         hk_fatal_op("invalid", op, p);
@@ -223,7 +223,7 @@ HK_HOT_ENTRY void hak_free(void *p)
         free_invalid(p); /* NULL included */
         return;
     }
-    hk_page_t *pg = hk_page_of(ch, p);
+    hk_page_face_t *pg = hk_page_face(ch, p);
     size_t c = pg->cls;
     if (HK_UNLIKELY(c == 0)) {
         free_big(ch, p);
@@ -246,7 +246,7 @@ static size_t usable(void *p, const char *op)
     hk_chunk_t *ch = hk_chunk_of(p);
     if (!ch)
         hk_fatal_op("invalid", op, p);
-    hk_page_t *pg = hk_page_of(ch, p);
+    hk_page_face_t *pg = hk_page_face(ch, p);
     if (pg->cls)
         return small_check(pg, p, op);
     if (ch->kind == HK_CHUNK_REGION)

@@ -1,12 +1,12 @@
-/* front_internal.h — what the front's files share: the large path and process initialisation. */
+/* front_internal.h — what the front's files share: the large path, process initialisation and the purge thread. */
 #ifndef HK_FRONT_INTERNAL_H
 #define HK_FRONT_INTERNAL_H
 
-#include "hak_front.h"
 #include "hak_refill.h"
 
 /* Large blocks (> 1 MiB, or aligned beyond what slabs and spans give):
- * their own 2 MiB-aligned mapping with the header in its first 4 KiB. */
+ * their own 2 MiB-aligned mapping with the header in its first bytes; ch is
+ * the block's owner as the page map gives it (kind HK_CHUNK_LARGE*). */
 void *hk_large_alloc(size_t n, size_t align, bool *zeroed);
 void hk_large_free(hk_chunk_t *ch, void *p, const char *op);
 size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
@@ -24,11 +24,11 @@ typedef struct hk_large_stats {
 void hk_large_stats(hk_large_stats_t *st);
 /* Bytes of large mappings, live and cached, read without the lock. */
 size_t hk_large_mapped(void);
-void hk_large_lock(void);
-void hk_large_unlock(void);
-
-/* fork child: frees the statistics' locks. */
-void hk_stats_after_fork(void);
+/* fork(): HK_FORK_* for the large path's lock, the statistics' locks and
+ * the purge thread (which does not survive into the child). */
+void hk_large_fork(int phase);
+void hk_stats_fork(int phase);
+void hk_purge_fork(int phase);
 
 /* Runs the process-wide setup once; cheap to call from every slow path. */
 void hk_init_slow(void);
@@ -59,8 +59,6 @@ HK_INLINE void hk_purge_kick(void)
     if (HK_UNLIKELY(__atomic_load_n(&hk_refill_purge_pending, __ATOMIC_RELAXED)))
         hk_purge_kick_slow();
 }
-/* fork child: the thread did not survive; the next kick starts a new one. */
-void hk_purge_after_fork(void);
 extern bool hk_purge_thread_enabled;
 
 #endif

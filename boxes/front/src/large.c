@@ -3,12 +3,25 @@
 #include "hak_backend.h"
 #include "hak_policy.h"
 
+#include <stddef.h>
+
 #include <errno.h>
 #include <string.h>
 
+/* A large block's mapping starts with this header; the page map leads
+ * every chunk of the mapping to it. */
+typedef struct hk_large {
+    hk_chunk_t head; /* kind: HK_CHUNK_LARGE, or HK_CHUNK_LARGE_FREE while cached */
+    /* Where a region has its page records: free() reads one before it knows
+     * the owner's kind, and finds class 0 here (never written). */
+    uint8_t no_pages[HK_PAGES_PER_CHUNK * HK_PAGE_REC_SIZE];
+    char *user;      /* the pointer malloc returned */
+    size_t map_size; /* bytes mapped from the header */
+} hk_large_t;
+_Static_assert(offsetof(hk_large_t, no_pages) == HK_PAGE_REC_AT, "free() reads class 0 in a large header");
 /* The user pointer follows the header in the same page: a fresh mapping
  * then costs one page fault, not two. Aligned blocks start at base+align. */
-#define HDR hk_align_up(sizeof(hk_chunk_t), 64)
+#define HDR hk_align_up(sizeof(hk_large_t), 64)
 #define CACHE_SLOTS 32
 #define CACHE_MAX_BYTES ((size_t)256 << 20)
 
@@ -16,7 +29,7 @@ static hk_lock_t large_lock = HK_LOCK_INIT;
 /* Freed mappings kept for reuse, oldest first. Size and age live here, not
  * only in the headers: a search must not touch 32 cold pages. */
 static struct {
-    hk_chunk_t *ch;
+    hk_large_t *ch;
     size_t size;
     uint32_t idle_ms;
 } cache[CACHE_SLOTS];
@@ -27,16 +40,16 @@ static size_t cache_bytes, live_bytes, live_count;
 static uint64_t n_allocs, n_frees, n_maps, n_unmaps; /* for the stats */
 
 /* Removes entry i (caller holds large_lock) and returns its mapping. */
-static hk_chunk_t *cache_take(unsigned i)
+static hk_large_t *cache_take(unsigned i)
 {
-    hk_chunk_t *ch = cache[i].ch;
+    hk_large_t *ch = cache[i].ch;
     __atomic_sub_fetch(&cache_bytes, cache[i].size, __ATOMIC_RELAXED);
     memmove(&cache[i], &cache[i + 1], (cache_n - i - 1) * sizeof cache[0]);
     cache_n--;
     return ch;
 }
 
-static void unmap(hk_chunk_t *ch)
+static void unmap(hk_large_t *ch)
 {
     size_t size = ch->map_size;
     hk_pagemap_set(ch, size, NULL);
@@ -64,7 +77,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         return NULL;
     }
     size_t total = map_size(off, n);
-    hk_chunk_t *reuse = NULL;
+    hk_large_t *reuse = NULL;
     bool fits = false;
     hk_lock(&large_lock);
     if (off == HDR) {
@@ -85,7 +98,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
             __atomic_add_fetch(&live_bytes, reuse->map_size, __ATOMIC_RELAXED);
             live_count++;
             n_allocs++;
-            reuse->kind = HK_CHUNK_LARGE;
+            reuse->head.kind = HK_CHUNK_LARGE;
         }
     }
     hk_unlock(&large_lock);
@@ -97,7 +110,7 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
          * than faulting in a new mapping while this one waits in the cache
          * for the purge delay, its RSS counted twice meanwhile. */
         int saved = errno; /* a failed in-place mremap is no error of malloc's */
-        void *p = hk_large_resize(reuse, reuse->user, n);
+        void *p = hk_large_resize(&reuse->head, reuse->user, n);
         errno = saved;
         if (p)
             return p;
@@ -108,14 +121,13 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
         hk_unlock(&large_lock);
         unmap(reuse);
     }
-    hk_chunk_t *ch = hk_os_reserve(total, align > HK_CHUNK_SIZE ? align : HK_CHUNK_SIZE, true);
+    hk_large_t *ch = hk_os_reserve(total, align > HK_CHUNK_SIZE ? align : HK_CHUNK_SIZE, true);
     if (!ch)
         return NULL;
-    ch->magic = HK_CHUNK_MAGIC;
-    ch->kind = HK_CHUNK_LARGE;
+    ch->head.kind = HK_CHUNK_LARGE;
     ch->user = (char *)ch + off;
     ch->map_size = total;
-    if (!hk_pagemap_set(ch, total, ch)) {
+    if (!hk_pagemap_set(ch, total, &ch->head)) {
         hk_os_release(ch, total);
         errno = ENOMEM;
         return NULL;
@@ -130,17 +142,18 @@ void *hk_large_alloc(size_t n, size_t align, bool *zeroed)
     return ch->user;
 }
 
-static void check(hk_chunk_t *ch, const void *p, const char *op)
+static void check(hk_large_t *ch, const void *p, const char *op)
 {
-    if (ch->kind == HK_CHUNK_LARGE && ch->user == p)
+    if (ch->head.kind == HK_CHUNK_LARGE && ch->user == p)
         return;
-    bool again = ch->kind == HK_CHUNK_LARGE_FREE && ch->user == p && !strcmp(op, "free");
+    bool again = ch->head.kind == HK_CHUNK_LARGE_FREE && ch->user == p && !strcmp(op, "free");
     hk_fatal_op(again ? "double" : "invalid", op, p);
 }
 
-void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
+void hk_large_free(hk_chunk_t *owner, void *p, const char *op)
 {
-    hk_chunk_t *evict[2 * CACHE_SLOTS + 1];
+    hk_large_t *ch = (hk_large_t *)owner;
+    hk_large_t *evict[2 * CACHE_SLOTS + 1];
     unsigned nevict = 0;
     hk_lock(&large_lock);
     check(ch, p, op);
@@ -152,7 +165,7 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
     while (cache_n && now - cache[0].idle_ms >= delay)
         evict[nevict++] = cache_take(0);
     if (ch->user == (char *)ch + HDR && ch->map_size <= CACHE_MAX_BYTES / 2) {
-        ch->kind = HK_CHUNK_LARGE_FREE; /* stays mapped: a second free is seen */
+        ch->head.kind = HK_CHUNK_LARGE_FREE; /* stays mapped: a second free is seen */
         if (cache_n == CACHE_SLOTS)
             evict[nevict++] = cache_take(0);
         cache[cache_n].ch = ch;
@@ -171,14 +184,16 @@ void hk_large_free(hk_chunk_t *ch, void *p, const char *op)
         unmap(evict[i]);
 }
 
-size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op)
+size_t hk_large_usable(hk_chunk_t *owner, const void *p, const char *op)
 {
+    hk_large_t *ch = (hk_large_t *)owner;
     check(ch, p, op);
     return ch->map_size - (size_t)(ch->user - (char *)ch);
 }
 
-void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
+void *hk_large_resize(hk_chunk_t *owner, void *p, size_t n)
 {
+    hk_large_t *ch = (hk_large_t *)owner;
     size_t off = (size_t)(ch->user - (char *)ch);
     if (n > (size_t)PTRDIFF_MAX - off - HK_CHUNK_SIZE)
         return NULL;
@@ -193,7 +208,7 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
         hk_os_resize(ch, old, total);
         hk_note_returned(old - total);
     } else if (hk_os_resize(ch, old, total)) {
-        if (!hk_pagemap_set((char *)ch + old, total - old, ch)) {
+        if (!hk_pagemap_set((char *)ch + old, total - old, &ch->head)) {
             /* A set that failed half way leaves entries: clear those of
              * chunks wholly past the old end (clearing cannot fail). */
             char *past = (char *)hk_align_up((uintptr_t)ch + old, HK_CHUNK_SIZE);
@@ -203,10 +218,10 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
             return NULL;
         }
     } else {
-        hk_chunk_t *dst = hk_os_reserve(total, HK_CHUNK_SIZE, false);
+        hk_large_t *dst = hk_os_reserve(total, HK_CHUNK_SIZE, false);
         if (!dst)
             return NULL;
-        if (!hk_pagemap_set(dst, total, dst)) {
+        if (!hk_pagemap_set(dst, total, &dst->head)) {
             hk_pagemap_set(dst, total, NULL);
             hk_os_release(dst, total);
             return NULL;
@@ -215,7 +230,7 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
          * moved it: its entries go first, and come back if the move fails. */
         hk_pagemap_set(ch, old, NULL);
         if (!hk_os_move(ch, old, dst, total)) {
-            hk_pagemap_set(ch, old, ch);
+            hk_pagemap_set(ch, old, &ch->head);
             hk_pagemap_set(dst, total, NULL);
             hk_os_release(dst, total);
             return NULL;
@@ -232,7 +247,7 @@ void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n)
 
 size_t hk_large_purge(uint32_t delay, bool *pending)
 {
-    hk_chunk_t *evict[CACHE_SLOTS];
+    hk_large_t *evict[CACHE_SLOTS];
     unsigned n = 0;
     size_t given = 0;
     uint32_t now = hk_now_ms();
@@ -257,8 +272,15 @@ void hk_large_stats(hk_large_stats_t *st)
     st->unmaps = __atomic_load_n(&n_unmaps, __ATOMIC_RELAXED);
 }
 
-void hk_large_lock(void) { hk_lock(&large_lock); }
-void hk_large_unlock(void) { hk_unlock(&large_lock); }
+void hk_large_fork(int phase)
+{
+    if (phase == HK_FORK_PREPARE)
+        hk_lock(&large_lock);
+    else if (phase == HK_FORK_PARENT)
+        hk_unlock(&large_lock);
+    else
+        hk_lock_reset(&large_lock);
+}
 
 size_t hk_large_mapped(void)
 {

@@ -25,7 +25,7 @@ static void *purger(void *arg)
     sigset_t all;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the program's */
-    __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED);
+    hk_refill_purger_started();
     pthread_setname_np(pthread_self(), "hakmem-purge"); /* so top and gdb tell it from the program's */
     for (;;) {
         uint32_t delay = hk_policy_purge_delay_ms();
@@ -93,9 +93,12 @@ void hk_purge_kick_slow(void)
         futex(&parked, FUTEX_WAKE_PRIVATE, 1, NULL);
 }
 
-void hk_purge_after_fork(void)
+/* The thread did not survive into a fork child: the next safe point there
+ * starts a new one (Box 2 forgets it ran in its own fork reset). */
+void hk_purge_fork(int phase)
 {
-    hk_purge_started = 0;
-    hk_refill_purger = 0;
-    parked = 0;
+    if (phase == HK_FORK_CHILD) {
+        hk_purge_started = 0;
+        parked = 0;
+    }
 }

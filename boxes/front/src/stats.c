@@ -45,11 +45,14 @@ static void read_status(struct hak_stats *st)
 
 static hk_lock_t scratch_lock, print_lock;
 
-/* fork child: the locks may have been held by a thread that is gone. */
-void hk_stats_after_fork(void)
+/* Not held across fork (a stats call may take long, and nothing waits on
+ * it): in the child, a lock held by a thread that is gone is freed. */
+void hk_stats_fork(int phase)
 {
-    scratch_lock.v = 0;
-    print_lock.v = 0;
+    if (phase == HK_FORK_CHILD) {
+        hk_lock_reset(&scratch_lock);
+        hk_lock_reset(&print_lock);
+    }
 }
 
 static uint64_t sub0(uint64_t a, uint64_t b) { return a > b ? a - b : 0; }
@@ -89,7 +92,6 @@ int hak_stats_get(struct hak_stats *st)
         return -1;
     }
     memset(&st->nclass, 0, sizeof *st - offsetof(struct hak_stats, nclass));
-    hk_init();
     static uint64_t allocs[HK_NCLASS], cached[HK_NCLASS];
     hk_lock(&scratch_lock); /* the arrays are too big for a thread's stack budget */
     st->threads = hk_tls_stats(allocs, cached);
@@ -100,8 +102,9 @@ int hak_stats_get(struct hak_stats *st)
         struct hak_stats_class *r = row(st, HAK_STATS_SMALL, &rs);
         split_out(st, r, rs.out > 0 ? (uint64_t)rs.out : 0, cached[c], allocs[c]);
         if (HK_POOL_TLS || c <= HK_TINY_LAST) { /* else the shared pool: no cache */
-            r->cap = hk_policy_cap(c);
-            r->batch = hk_policy_batch(c);
+            hk_limits_t l = hk_policy_limits(c);
+            r->cap = l.cap;
+            r->batch = l.batch;
         }
     }
     hk_unlock(&scratch_lock);

@@ -1,6 +1,5 @@
 /* medium.c — blocks of 32 KiB–1 MiB: forty size classes carved from slabs whose free blocks are tracked in a bitmap, never by writing into the blocks. */
 #include "refill_internal.h"
-#include "hak_backend.h"
 #include "hak_policy.h"
 
 #include <errno.h>
@@ -11,36 +10,6 @@
  * an upper bound on the RSS kept for reuse. */
 #define MEDIUM_EMPTY_BUDGET ((size_t)32 << 20)
 static size_t empty_bytes; /* atomic: updated under different class locks */
-
-/* Eight classes per doubling from 32 KiB to 1 MiB (<= 12.5% waste). */
-const uint32_t hk_medium_sizes[HK_MEDIUM_CLASSES] = {
-    36864, 40960, 45056, 49152, 53248, 57344, 61440, 65536,
-    73728, 81920, 90112, 98304, 106496, 114688, 122880, 131072,
-    147456, 163840, 180224, 196608, 212992, 229376, 245760, 262144,
-    294912, 327680, 360448, 393216, 425984, 458752, 491520, 524288,
-    589824, 655360, 720896, 786432, 851968, 917504, 983040, 1048576,
-};
-
-/* Index (n + 4095) >> 12 for 32 KiB < n <= 1 MiB; entries up to 32 KiB unused. */
-const uint8_t hk_medium_class_by4k[(HK_MEDIUM_MAX >> 12) + 1] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6,
-    7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15,
-    15, 16, 16, 16, 16, 17, 17, 17, 17, 18, 18, 18, 18, 19, 19, 19,
-    19, 20, 20, 20, 20, 21, 21, 21, 21, 22, 22, 22, 22, 23, 23, 23,
-    23, 24, 24, 24, 24, 24, 24, 24, 24, 25, 25, 25, 25, 25, 25, 25,
-    25, 26, 26, 26, 26, 26, 26, 26, 26, 27, 27, 27, 27, 27, 27, 27,
-    27, 28, 28, 28, 28, 28, 28, 28, 28, 29, 29, 29, 29, 29, 29, 29,
-    29, 30, 30, 30, 30, 30, 30, 30, 30, 31, 31, 31, 31, 31, 31, 31,
-    31, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32, 32,
-    32, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33, 33,
-    33, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34, 34,
-    34, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35, 35,
-    35, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36, 36,
-    36, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37, 37,
-    37, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38, 38,
-    38, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39, 39,
-    39,
-};
 
 /* Block i of a held class has a state byte; the others none. */
 static inline bool has_state(const hk_page_t *first, unsigned i)
@@ -94,7 +63,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     ms->made++;
     pg->mfree = cap == 32 ? 0xffffffffu : (1u << cap) - 1;
     pg->mdirty = zeroed ? 0 : 0xffffffffu;
-    hk_chunk_t *ch = hk_chunk_of_page(pg);
+    hk_region_t *ch = hk_region_of_page(pg);
     uint64_t magic = UINT64_MAX / size + 1;
     for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
@@ -174,10 +143,10 @@ void *hk_medium_alloc(size_t n, bool *zeroed)
 
 /* The slab's first page and p's block index, checking only the address;
  * aborts on a pointer that is no block start of a medium slab. */
-static hk_page_t *mlocate(hk_chunk_t *ch, const void *p, const char *op, unsigned *idx)
+static hk_page_t *mlocate(hk_region_t *ch, const void *p, const char *op, unsigned *idx)
 {
     hk_page_t *pg = hk_page_of(ch, p);
-    if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM || !hk_slab_is_block_start(pg, p))
+    if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM || !hk_page_is_block_start(pg, p))
         hk_fatal_op("invalid", op, p);
     hk_page_t *first = &ch->page[pg->first];
     /* (p - start) / size without a division: offsets are below 2^32, and
@@ -193,7 +162,7 @@ static hk_page_t *mlocate(hk_chunk_t *ch, const void *p, const char *op, unsigne
 /* As mlocate, and p must be in use: not free in its slab, and in the state
  * `want` (LIVE: in the program's hands; HELD: in the caller's cache), else
  * it is a second free or a use after free. Caller holds the class lock. */
-static hk_page_t *mcheck(hk_chunk_t *ch, const void *p, const char *op, unsigned want, unsigned *idx)
+static hk_page_t *mcheck(hk_region_t *ch, const void *p, const char *op, unsigned want, unsigned *idx)
 {
     hk_page_t *first = mlocate(ch, p, op, idx);
     unsigned i = *idx;
@@ -208,7 +177,7 @@ _Static_assert(HK_PAGES_PER_CHUNK * 8 <= HK_OS_PAGE, "a ticket's low bits hold p
  * holds the block (or Box 2 under the lock, for a block it owns) writes it.
  * The slab's first page and p's index, or NULL when p has no state byte;
  * aborts when it has one and p is free in its slab or held already. */
-static hk_page_t *mlive(hk_chunk_t *ch, const void *p, unsigned *idx)
+static hk_page_t *mlive(hk_region_t *ch, const void *p, unsigned *idx)
 {
     hk_page_t *first = mlocate(ch, p, "free", idx);
     if (!has_state(first, *idx))
@@ -218,18 +187,19 @@ static hk_page_t *mlive(hk_chunk_t *ch, const void *p, unsigned *idx)
     return first;
 }
 
-uintptr_t hk_medium_hold(hk_chunk_t *ch, void *p)
+uintptr_t hk_medium_hold(hk_chunk_t *owner, void *p)
 {
+    hk_region_t *ch = hk_region_cast(owner);
     unsigned i;
     hk_page_t *first = mlive(ch, p, &i);
     if (!first)
         return 0;
     mstate_set(first, i, HK_MB_HELD);
-    return hk_medium_ticket(p, hk_page_of(ch, p)->first, i);
+    return (uintptr_t)p | hk_page_of(ch, p)->first << 3 | i; /* a ticket (hak_refill.h) */
 }
 
 /* Gives p back to its slab; `want` is the state p must be in (see mcheck). */
-static void mfree(hk_chunk_t *ch, void *p, unsigned want)
+static void mfree(hk_region_t *ch, void *p, unsigned want)
 {
     unsigned i;
     hk_page_t *pg = hk_page_of(ch, p);
@@ -259,20 +229,26 @@ static void mfree(hk_chunk_t *ch, void *p, unsigned want)
     hk_unlock(&ms->lock);
 }
 
-void hk_medium_free(hk_chunk_t *ch, void *p) { mfree(ch, p, HK_MB_LIVE); }
+void hk_medium_free(hk_chunk_t *owner, void *p) { mfree(hk_region_cast(owner), p, HK_MB_LIVE); }
 
 /* HELD to FREE under the lock, never through LIVE: a stray free of the block
  * meanwhile, from any thread, finds it held or free and aborts. */
-void hk_medium_release(uintptr_t t) { mfree(hk_medium_ticket_chunk(t), hk_medium_ticket_block(t), HK_MB_HELD); }
-
-void hk_medium_check_live(hk_chunk_t *ch, const void *p)
+void hk_medium_release(uintptr_t t)
 {
+    void *p = hk_medium_ticket_block(t);
+    mfree(hk_region_at(p), p, HK_MB_HELD);
+}
+
+void hk_medium_check_live(hk_chunk_t *owner, const void *p)
+{
+    hk_region_t *ch = hk_region_cast(owner);
     unsigned i;
     (void)mlive(ch, p, &i);
 }
 
-size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op)
+size_t hk_medium_usable(hk_chunk_t *owner, const void *p, const char *op)
 {
+    hk_region_t *ch = hk_region_cast(owner);
     unsigned i;
     hk_page_t *pg = hk_page_of(ch, p);
     if (ch->kind != HK_CHUNK_REGION || pg->kind != HK_PAGE_MEDIUM)
@@ -315,14 +291,14 @@ void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
     hk_unlock(&ms->lock);
 }
 
-void hk_medium_lock_all(void)
+void hk_medium_fork(int phase)
 {
-    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++)
-        hk_lock(&mclasses[m].lock);
-}
-
-void hk_medium_unlock_all(void)
-{
-    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++)
-        hk_unlock(&mclasses[m].lock);
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
+        if (phase == HK_FORK_PREPARE)
+            hk_lock(&mclasses[m].lock);
+        else if (phase == HK_FORK_PARENT)
+            hk_unlock(&mclasses[m].lock);
+        else
+            hk_lock_reset(&mclasses[m].lock);
+    }
 }

@@ -74,7 +74,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     pg->bump = (char *)pg->start + colour;
     pg->end = pg->bump + (size_t)pg->capacity * size;
     uint64_t magic = UINT64_MAX / size + 1;
-    hk_chunk_t *ch = hk_chunk_of_page(pg);
+    hk_region_t *ch = hk_region_of_page(pg);
     for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)(pg->start + colour) * magic;
@@ -144,6 +144,13 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
     return got;
 }
 
+hk_limits_t hk_refill_limits(unsigned c)
+{
+    return hk_policy_limits(c);
+}
+
+void *hk_refill_meta(size_t size) { return hk_os_reserve(size, HK_OS_PAGE, true); }
+
 unsigned hk_refill_take(unsigned c, unsigned want, void **head)
 {
     hk_class_state_t *cs = &classes[c][0];
@@ -155,6 +162,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
         unsigned n = cs->batch[cs->nbatch].n;
         cs->out += n;
         hk_unlock(&cs->lock);
+        hk_policy_event(HK_EV_REFILL, c, n);
         return n;
     }
     blist_t l = {NULL, NULL};
@@ -164,13 +172,15 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
     hk_unlock(&cs->lock);
     if (!got)
         errno = ENOMEM;
+    else
+        hk_policy_event(HK_EV_REFILL, c, got);
     return got;
 }
 
 /* Caller holds cs->lock. */
 static void slab_return(hk_class_state_t *cs, void *b)
 {
-    hk_chunk_t *ch = hk_chunk_of(b);
+    hk_region_t *ch = hk_region_of(b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
     hk_link_set(b, pg->free);
     pg->free = b;
@@ -239,6 +249,14 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
     hk_unlock(&cs->lock);
 }
 
+void hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch)
+{
+    hk_refill_give(c, head, n, batch);
+    hk_policy_event(HK_EV_FLUSH, c, n);
+}
+
+void hk_refill_drained(void) { hk_policy_event(HK_EV_DRAIN, 0, 0); }
+
 void *hk_refill_alloc_one(unsigned c)
 {
     unsigned shard = c > HK_TINY_LAST ? my_shard() : 0;
@@ -265,7 +283,7 @@ void *hk_refill_alloc_one(unsigned c)
 
 void hk_refill_free_one(unsigned c, void *p)
 {
-    hk_chunk_t *ch = hk_chunk_of(p);
+    hk_region_t *ch = hk_region_of(p);
     hk_class_state_t *cs = &classes[c][ch->page[hk_page_of(ch, p)->first].shard];
     hk_lock(&cs->lock);
     cs->out--;
@@ -346,29 +364,23 @@ void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st)
     }
 }
 
-void hk_refill_lock_all(void)
+void hk_refill_fork(int phase)
 {
+    if (phase == HK_FORK_PREPARE) {
+        for (unsigned c = 1; c < HK_NCLASS; c++)
+            for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
+                hk_lock(&classes[c][sh].lock);
+        hk_medium_fork(phase);
+        hk_region_fork(phase);
+        return;
+    }
+    hk_region_fork(phase);
+    hk_medium_fork(phase);
     for (unsigned c = 1; c < HK_NCLASS; c++)
-        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
-            hk_lock(&classes[c][sh].lock);
-    hk_medium_lock_all();
-    hk_region_lock_all();
-}
-
-void hk_refill_unlock_all(void)
-{
-    hk_region_unlock_all();
-    hk_medium_unlock_all();
-    for (unsigned c = 1; c < HK_NCLASS; c++)
-        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
-            hk_unlock(&classes[c][sh].lock);
-}
-
-void hk_refill_reset_locks(void)
-{
-    hk_region_reset_locks();
-    hk_medium_unlock_all();
-    for (unsigned c = 1; c < HK_NCLASS; c++)
-        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
-            classes[c][sh].lock.v = 0;
+        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++) {
+            if (phase == HK_FORK_PARENT)
+                hk_unlock(&classes[c][sh].lock);
+            else
+                hk_lock_reset(&classes[c][sh].lock);
+        }
 }

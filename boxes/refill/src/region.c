@@ -1,6 +1,5 @@
 /* region.c — 2 MiB regions cut into 64 KiB-page spans, and the page map from address to region. */
 #include "refill_internal.h"
-#include "hak_backend.h"
 #include "hak_policy.h"
 
 #include <errno.h>
@@ -27,7 +26,7 @@ static hk_lock_t region_lock = HK_LOCK_INIT;
  * run that can hold a span, so placing one costs the same with 10 regions
  * or 10,000. A full region is on no list (nothing to place or give back);
  * region_count counts all. Bit k of `listed`: list k is not empty. */
-static hk_chunk_t *by_run[LONGEST_EMPTY + 1], *by_run_tail[LONGEST_EMPTY + 1];
+static hk_region_t *by_run[LONGEST_EMPTY + 1], *by_run_tail[LONGEST_EMPTY + 1];
 static uint32_t listed;
 static size_t region_count, empty_regions;
 static uint32_t last_walk_ms; /* the last inline purge walk (hk_span_free) */
@@ -38,8 +37,6 @@ static uint32_t cap_release_ms; /* when the cap last unmapped a region */
 static size_t cap_released;     /* unmapped by it, each within the delay of the last */
 int hk_refill_purger;
 
-_Static_assert(sizeof(hk_chunk_t) <= HK_OS_PAGE, "region header must fit one OS page");
-_Static_assert(HK_PAGES_PER_CHUNK == 32, "free-page masks are 32-bit");
 
 /* Caller holds region_lock (or is the only thread that can see ch). */
 static bool pagemap_set_locked(void *base, size_t size, hk_chunk_t *ch)
@@ -80,7 +77,7 @@ static unsigned longest_run(uint32_t m)
     return k;
 }
 
-static void list_unlink(hk_chunk_t *ch)
+static void list_unlink(hk_region_t *ch)
 {
     unsigned k = ch->longest;
     if (ch->prev_avail)
@@ -97,7 +94,7 @@ static void list_unlink(hk_chunk_t *ch)
 }
 
 /* Puts ch on the list its free pages now call for (none when full). */
-static void list_refile(hk_chunk_t *ch)
+static void list_refile(hk_region_t *ch)
 {
     unsigned k = longest_run(ch->free_pages);
     if (k == ch->longest)
@@ -117,7 +114,7 @@ static void list_refile(hk_chunk_t *ch)
     listed |= 1u << k;
 }
 
-static hk_chunk_t *region_new(void)
+static hk_region_t *region_new(void)
 {
     /* Mapping again what the cap just unmapped: the cap keeps one more. */
     if (cap_released && hk_now_ms() - cap_release_ms < hk_policy_purge_delay_ms()) {
@@ -125,16 +122,15 @@ static hk_chunk_t *region_new(void)
         if (__atomic_load_n(&hk_refill_purger, __ATOMIC_RELAXED) && keep_empty < EMPTY_REGIONS_MAX)
             keep_empty++;
     }
-    hk_chunk_t *ch = hk_os_reserve_slabs(HK_CHUNK_SIZE);
+    hk_region_t *ch = hk_os_reserve_slabs();
     if (!ch)
         return NULL;
-    ch->magic = HK_CHUNK_MAGIC;
     ch->kind = HK_CHUNK_REGION;
     ch->page[0].kind = HK_PAGE_HEADER;
     ch->free_pages = USABLE_PAGES;
     ch->dirty_pages = 1;
-    if (!pagemap_set_locked(ch, HK_CHUNK_SIZE, ch)) {
-        hk_os_release(ch, HK_CHUNK_SIZE);
+    if (!pagemap_set_locked(ch, HK_CHUNK_SIZE, (hk_chunk_t *)ch)) {
+        hk_os_release_slabs(ch);
         errno = ENOMEM;
         return NULL;
     }
@@ -144,18 +140,18 @@ static hk_chunk_t *region_new(void)
     return ch;
 }
 
-static void region_release(hk_chunk_t *ch)
+static void region_release(hk_region_t *ch)
 {
     list_unlink(ch); /* an empty region is on a list */
     pagemap_set_locked(ch, HK_CHUNK_SIZE, NULL);
     __atomic_sub_fetch(&region_count, 1, __ATOMIC_RELAXED);
     empty_regions--;
-    hk_os_release(ch, HK_CHUNK_SIZE);
+    hk_os_release_slabs(ch);
     hk_note_returned(HK_CHUNK_SIZE);
 }
 
 /* Decommits ch's free pages that have been free for `delay` ms. */
-static size_t decommit_old(hk_chunk_t *ch, uint32_t now, uint32_t delay, bool *pending)
+static size_t decommit_old(hk_region_t *ch, uint32_t now, uint32_t delay, bool *pending)
 {
     uint32_t dirty = ch->free_pages & ch->dirty_pages, old = 0;
     for (uint32_t m = dirty; m; m &= m - 1) {
@@ -185,7 +181,7 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
     size_t given = 0;
     bool idle_gone = false;
     /* Empty regions, oldest first (the list is newest first). */
-    for (hk_chunk_t *ch = by_run_tail[LONGEST_EMPTY], *prev; ch; ch = prev) {
+    for (hk_region_t *ch = by_run_tail[LONGEST_EMPTY], *prev; ch; ch = prev) {
         prev = ch->prev_avail;
         if (now - ch->idle_ms >= delay) {
             region_release(ch);
@@ -202,7 +198,7 @@ static size_t regions_purge(uint32_t now, uint32_t delay, bool *pending)
         cap_released = 0;
     }
     for (unsigned k = 1; k < LONGEST_EMPTY; k++)
-        for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
+        for (hk_region_t *ch = by_run[k]; ch; ch = ch->next_avail)
             given += decommit_old(ch, now, delay, pending);
     return given;
 }
@@ -254,12 +250,12 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg)
  * run, then the most resident (dirty) pages in it (reused before
  * decommitted ones fault in again), then the fullest region.
  * Caller holds region_lock. Returns the region and sets *at, or NULL. */
-static hk_chunk_t *best_run(unsigned n, int *at)
+static hk_region_t *best_run(unsigned n, int *at)
 {
-    hk_chunk_t *best = NULL;
+    hk_region_t *best = NULL;
     unsigned best_len = 33, best_warm = 0, best_free = 33, scanned = 0;
     for (uint32_t fit = listed >> n << n; fit && best_len > n && scanned < FIT_SCAN; fit &= fit - 1) {
-        for (hk_chunk_t *ch = by_run[__builtin_ctz(fit)]; ch && scanned < FIT_SCAN; ch = ch->next_avail, scanned++) {
+        for (hk_region_t *ch = by_run[__builtin_ctz(fit)]; ch && scanned < FIT_SCAN; ch = ch->next_avail, scanned++) {
             unsigned nfree = (unsigned)__builtin_popcount(ch->free_pages);
             for (uint32_t m = ch->free_pages; m;) {
                 unsigned start = (unsigned)__builtin_ctz(m);
@@ -288,7 +284,7 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
 {
     hk_lock(&region_lock);
     int at = 1; /* a new region's first usable page */
-    hk_chunk_t *ch = best_run(n, &at);
+    hk_region_t *ch = best_run(n, &at);
     if (!ch && !(ch = region_new())) {
         hk_unlock(&region_lock);
         return NULL;
@@ -318,7 +314,7 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
 
 void hk_span_free(hk_page_t *first)
 {
-    hk_chunk_t *ch = hk_chunk_of_page(first);
+    hk_region_t *ch = hk_region_of_page(first);
     unsigned at = hk_page_index(first), n = first->npages;
     hk_lock(&region_lock);
     uint32_t now = hk_now_ms(); /* under the lock: idle times never run backwards */
@@ -366,17 +362,24 @@ void hk_region_stats(hk_refill_stats_t *st)
     st->region_bytes = region_count * HK_CHUNK_SIZE;
     size_t free_pages = 0;
     for (unsigned k = 1; k <= LONGEST_EMPTY; k++)
-        for (hk_chunk_t *ch = by_run[k]; ch; ch = ch->next_avail)
+        for (hk_region_t *ch = by_run[k]; ch; ch = ch->next_avail)
             free_pages += (size_t)__builtin_popcount(ch->free_pages);
     st->free_page_bytes = free_pages << HK_PAGE_SHIFT;
     hk_unlock(&region_lock);
 }
 
-void hk_region_lock_all(void) { hk_lock(&region_lock); }
-void hk_region_unlock_all(void) { hk_unlock(&region_lock); }
-void hk_region_reset_locks(void)
+void hk_region_fork(int phase)
 {
-    region_lock.v = 0;
-    keep_empty = EMPTY_REGIONS_MIN; /* the child has no purge thread yet */
-    cap_released = 0;
+    if (phase == HK_FORK_PREPARE)
+        hk_lock(&region_lock);
+    else if (phase == HK_FORK_PARENT)
+        hk_unlock(&region_lock);
+    else {
+        hk_lock_reset(&region_lock);
+        hk_refill_purger = 0; /* the child has no purge thread yet */
+        keep_empty = EMPTY_REGIONS_MIN;
+        cap_released = 0;
+    }
 }
+
+void hk_refill_purger_started(void) { __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED); }

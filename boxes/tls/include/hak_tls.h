@@ -3,7 +3,6 @@
 #define HAK_TLS_H
 
 #include "hak_base.h"
-#include "hak_front.h"
 
 enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
 
@@ -62,16 +61,23 @@ void *hk_tls_refill(unsigned c);
 void hk_tls_overflow(unsigned c, void *p);
 /* Gives this thread's cached blocks back to Box 2 (malloc_trim, thread exit). */
 void hk_tls_drain(void);
-/* One-time process setup: the thread-exit key, and a function the exit
- * path calls last (with no lock held), or NULL. Must run outside any lock. */
-void hk_tls_process_init(void (*exit_hook)(void));
+
+/* Settings and process setup, once, before any thread cache exists and
+ * outside any lock: the thread-exit key, the double-free tag's secret. */
+typedef struct hk_tls_config {
+    size_t mid_bytes;    /* HAKMEM_THREAD_MID_BYTES: the 1-32 KiB classes' caps together */
+    size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: held medium blocks (0: none) */
+    void (*exit_hook)(void); /* called last at a thread's exit, no lock held; or NULL */
+} hk_tls_config_t;
+void hk_tls_configure(const hk_tls_config_t *cfg);
+/* The default medium budget of this build (4 MiB; 0 without pool_tls). */
+#define HK_TLS_MEDIUM_BYTES (HK_POOL_TLS ? (size_t)4 << 20 : 0)
 
 /* Medium blocks of the classes Box 2 lets threads hold (at most
- * HK_TLS_MEDIUM_DEPTH per class and hk_tls_medium_bytes per thread; set
- * once at initialisation, 0 holds none): a hit costs no lock. get returns
- * NULL on a miss; put returns false when p must go to Box 2 instead. */
+ * HK_TLS_MEDIUM_DEPTH per class and medium_bytes per thread): a hit costs
+ * no lock. get returns NULL on a miss; put returns false when p must go to
+ * Box 2 instead. */
 #define HK_TLS_MEDIUM_DEPTH 2
-extern HK_HIDDEN size_t hk_tls_medium_bytes;
 void *hk_tls_medium_get(unsigned m);
 struct hk_chunk;
 bool hk_tls_medium_put(struct hk_chunk *ch, void *p);
@@ -82,10 +88,8 @@ void hk_tls_medium_stats(uint64_t hits[], uint64_t held[]);
  * process started (allocs) and those now sitting in thread caches (cached).
  * Returns the number of live threads with a cache. */
 unsigned hk_tls_stats(uint64_t allocs[HK_NCLASS], uint64_t cached[HK_NCLASS]);
-/* fork(): the thread registry's lock is held across it; in the child only
- * the forking thread is left, so the records of the others are retired. */
-void hk_tls_fork_prepare(void);
-void hk_tls_fork_parent(void);
-void hk_tls_fork_child(void);
+/* fork(): HK_FORK_*; the thread registry's lock is held across it; in the
+ * child only the forking thread is left, so the others' records retire. */
+void hk_tls_fork(int phase);
 
 #endif /* HAK_TLS_H */

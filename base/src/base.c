@@ -1,9 +1,11 @@
-/* base.c — the slow half of the spinlock and stderr reporting that never calls malloc. */
+/* base.c — the bottom floor's code: the spinlock's slow half, the clock, settings from the environment, and stderr reporting that never calls malloc. */
 #include "hak_base.h"
 
 #include <sched.h>
-#include <time.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <time.h>
 #include <unistd.h>
 
 uint64_t hk_bytes_returned;
@@ -83,4 +85,62 @@ void hk_fatal_op(const char *kind, const char *op, const void *p)
     n = put_str(buf, n, sizeof buf - 1, ")\n");
     write_all(buf, n);
     abort();
+}
+
+uintptr_t hk_random_word(void)
+{
+    uintptr_t s = 0;
+    const unsigned char *r = (const unsigned char *)getauxval(AT_RANDOM);
+    if (r)
+        memcpy(&s, r + 8, sizeof s); /* bytes 0-7 are glibc's stack guard */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    s ^= (uintptr_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&s;
+    return s | 1;
+}
+
+/* "ignoring WHY NAME" and an optional tail, once per setting read. */
+static void env_ignored(const char *why, const char *name, const char *tail)
+{
+    char msg[112] = "ignoring ";
+    size_t k = 9;
+    for (const char *const *part = (const char *const[]){why, " ", name, tail, NULL}; *part; part++)
+        for (const char *t = *part; *t && k < sizeof msg - 1; t++)
+            msg[k++] = *t;
+    msg[k] = 0;
+    hk_log(msg);
+}
+
+unsigned hk_env_uint(const char *name, unsigned def, unsigned max)
+{
+    const char *v = secure_getenv(name);
+    if (!v || !*v)
+        return def;
+    unsigned long n = 0;
+    bool big = false;
+    for (const char *s = v; *s; s++) {
+        if (*s < '0' || *s > '9') {
+            env_ignored("malformed", name, "");
+            return def;
+        }
+        n = n * 10 + (unsigned long)(*s - '0');
+        if (n > max) { /* clamped, so that a long number cannot wrap */
+            big = true;
+            n = (unsigned long)max + 1;
+        }
+    }
+    if (big) {
+        env_ignored("out-of-range", name, "");
+        return def;
+    }
+    return (unsigned)n;
+}
+
+/* The value is not parsed, so never also "malformed"; "0" asks for what the
+ * build does without it, so a fleet-wide setting stays quiet. */
+void hk_env_unused(const char *name, const char *why)
+{
+    const char *v = secure_getenv(name);
+    if (v && *v && strcmp(v, "0") != 0)
+        env_ignored("unused", name, why);
 }

@@ -1,4 +1,4 @@
-/* hak_base.h — compiler helpers, the spinlock and the fatal-error path shared by every box. */
+/* hak_base.h — the bottom floor every part stands on: attributes, geometry, locks, the clock, size classes, settings, link encoding and fatal errors. */
 #ifndef HAK_BASE_H
 #define HAK_BASE_H
 
@@ -55,6 +55,14 @@ HK_INLINE void hk_lock(hk_lock_t *l)
     hk_lock_slow(l);
 }
 HK_INLINE void hk_unlock(hk_lock_t *l) { __atomic_store_n(&l->v, 0, __ATOMIC_RELEASE); }
+/* In a fork child: a lock another thread held is free (that thread is gone). */
+HK_INLINE void hk_lock_reset(hk_lock_t *l) { l->v = 0; }
+
+/* fork(): the front calls each part's hk_*_fork with these phases, in
+ * pthread_atfork's order (prepare top-down, parent and child bottom-up);
+ * each part holds its own locks across the fork and resets its own state
+ * in the child, where only the forking thread lives on. */
+enum { HK_FORK_PREPARE = 0, HK_FORK_PARENT = 1, HK_FORK_CHILD = 2 };
 
 /* The link in word 0 of a free block. With -Dhardened=true it is stored
  * xor-ed with a per-process key and the block's own address, so a stray
@@ -84,6 +92,46 @@ HK_INLINE void hk_note_returned(size_t n) { __atomic_add_fetch(&hk_bytes_returne
 /* A coarse monotonic clock in milliseconds (vDSO, no syscall); wraps after
  * 49 days, so compare with subtraction. */
 uint32_t hk_now_ms(void);
+
+/* Settings. An unsigned decimal HAKMEM_* variable in [0, max], else def
+ * (anything else is reported once); read with secure_getenv, so a setuid
+ * program's invoker cannot tune it. No allocation. */
+unsigned hk_env_uint(const char *name, unsigned def, unsigned max);
+/* Reports once a variable this build has no use for, unless unset or "0". */
+void hk_env_unused(const char *name, const char *why);
+/* A random word (AT_RANDOM, the clock, ASLR), odd: secrets and seeds. */
+uintptr_t hk_random_word(void);
+
+/* ---- size classes ---------------------------------------------------------
+ * Small: class 0 means "not a small block"; classes 1..32 are tiny (16 B..
+ * 1 KiB), 33..72 mid (1152 B..32 KiB); eight classes per doubling above
+ * 128 B keep internal waste at or below 12.5%. Medium: forty classes from
+ * 36 KiB to 1 MiB, eight per doubling. Above 1 MiB blocks are large. */
+#define HK_NCLASS 73
+#define HK_TINY_LAST 32
+#define HK_TINY_MAX 1024u
+#define HK_SMALL_MAX 32768u
+#define HK_MEDIUM_MAX ((size_t)1 << 20)
+#define HK_MEDIUM_CLASSES 40
+
+extern HK_HIDDEN const uint32_t hk_class_size[HK_NCLASS];
+/* Size -> class with no loop and no division: hk_class_by16[(n + 15) >> 4]
+ * for n <= 1 KiB, hk_class_by128[(n + 127) >> 7] up to 32 KiB. */
+extern HK_HIDDEN const uint8_t hk_class_by16[HK_TINY_MAX / 16 + 1];
+extern HK_HIDDEN const uint8_t hk_class_by128[HK_SMALL_MAX / 128 + 1];
+extern HK_HIDDEN const uint32_t hk_medium_sizes[HK_MEDIUM_CLASSES];
+extern HK_HIDDEN const uint8_t hk_medium_class_by4k[(HK_MEDIUM_MAX >> 12) + 1];
+HK_INLINE unsigned hk_medium_class(size_t n) /* 32 KiB < n <= 1 MiB */
+{
+    return hk_medium_class_by4k[(n + 4095) >> 12];
+}
+
+/* A thread cache's parameters for one class: the most blocks it may hold
+ * (cap) and how many move per refill and per flush (batch). The policy
+ * sets them, Box 2 hands them to Box 1: one type, passed through. */
+typedef struct hk_limits {
+    unsigned cap, batch;
+} hk_limits_t;
 
 /* Writes "hakmem: <kind> <op>(<ptr>)" to stderr without allocating, then
  * aborts: hk_fatal_op("double", "free", p) -> "hakmem: double free(0x…)". */
