@@ -139,11 +139,7 @@ def self_test():
 
 def main():
     if len(sys.argv) == 2 and sys.argv[1] == "--self-test":
-        errors = self_test()
-        for e in errors:
-            print(e)
-        print("include checker self-test:", "FAILED" if errors else "ok")
-        return 1 if errors else 0
+        return floors.report_self_test("include checker self-test", self_test())
     if len(sys.argv) not in (2, 3) or (len(sys.argv) == 3 and sys.argv[2] != "--graph"):
         print("usage: check_includes.py SOURCE_ROOT [--graph] | --self-test", file=sys.stderr)
         return 2

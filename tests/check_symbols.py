@@ -86,11 +86,7 @@ def part_symbols(args):
 
 def main():
     if len(sys.argv) == 2 and sys.argv[1] == "--self-test":
-        errors = self_test()
-        for e in errors:
-            print(e)
-        print("symbol layering self-test:", "FAILED" if errors else "ok")
-        return 1 if errors else 0
+        return floors.report_self_test("symbol layering self-test", self_test())
     if len(sys.argv) < 4 or sys.argv[3] not in ("override", "no-override"):
         print("usage: check_symbols.py libhakmem.a libhakmem.so override|no-override [SRCROOT PART=LIB.a ...]"
               " | --self-test", file=sys.stderr)

@@ -61,8 +61,16 @@ def may_use(parts, user, used):
 def table(parts, edges):
     """Markdown rows: part -> the parts it uses in `edges` ({part: set})."""
     rows = ["| part (floor) | uses |", "|---|---|"]
-    for p in sorted(parts.values(), key=lambda p: -p.floor):
-        used = sorted(edges.get(p.name, ()), key=lambda u: -parts[u].floor)
+    for p in sorted(parts.values(), key=lambda p: (-p.floor, p.name)):
+        used = sorted(edges.get(p.name, ()), key=lambda u: (-parts[u].floor, u))
         rows.append("| %s (%d) | %s |" % (p.name, p.floor, ", ".join(used) or "-"))
     return "\n".join(rows)
 
+
+
+def report_self_test(label, errors):
+    """Prints a self-test's findings and returns its exit code."""
+    for e in errors:
+        print(e)
+    print(label + ":", "FAILED" if errors else "ok")
+    return 1 if errors else 0
