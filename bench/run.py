@@ -579,33 +579,82 @@ def plot(outdir, tr, mr, allocs, workloads, ref):
     if not shutil.which("gnuplot"):
         log("gnuplot not found: no plot.png")
         return
-    names = [a[0] for a in allocs]
+    # The reference's own ratios are all 1: a bar of height 1 says nothing and
+    # crowds the others, so only the other allocators are drawn.
+    names = [a[0] for a in allocs if a[0] != ref]
+    if not names:
+        log("only %s ran: nothing to plot against it" % ref)
+        return
     for fname, table in (("plot_time.dat", tr), ("plot_mem.dat", mr)):
         with open(os.path.join(outdir, fname), "w") as f:
-            f.write("workload " + " ".join(names) + "\n")
+            # A comment, not a header: the plot numbers bars by row ($0), so every row must be data.
+            f.write("# workload " + " ".join(names) + "\n")
             for w in workloads:
                 vals = [table.get((w, a), float("nan")) for a in names]
-                f.write(w + " " + " ".join("NaN" if math.isnan(v) else "%.4f" % v for v in vals) + "\n")
-    cols = len(names)
+                # A ratio of 0 (a time below the printed resolution) has no place on a log axis.
+                f.write(w + " " + " ".join("NaN" if math.isnan(v) or v <= 0 else "%.4f" % v for v in vals) + "\n")
+    # Bars are drawn from 1 to the ratio (boxxyerror: x, y, xlow, xhigh, ylow,
+    # yhigh), not from the axis: a histogram's bars all grow from the bottom,
+    # so 0.5x and 2x would look alike but for their height. On a log axis a
+    # bar up is as long for 2x slower as a bar down is for 2x faster.
+    n = len(names)
+    width = 0.8 / n
+    xtics = ", ".join('"%s" %d' % (w, i) for i, w in enumerate(workloads))
+    def ytics(table):
+        """Tics at 1 and the same distances above and below it (x2 and /2, ...): between the
+        powers of two, 1.5 and 3 (and 1.25) where the panel spans few enough doublings for
+        their labels not to overlap, so that a panel of ratios within 0.6-1.9 is not left
+        with a single tic at 1."""
+        vals = [v for (w, a), v in table.items() if a in names and w in workloads and v > 0 and not math.isnan(v)]
+        lo, hi = min(vals + [1.0]), max(vals + [1.0])
+        span = math.log2(hi) - math.log2(lo)
+        step = 2 if span > 12 else 1
+        ups = [2.0 ** k for k in range(step, int(math.ceil(math.log2(hi))) + step + 1, step)]
+        ups += [1.5, 3] if span <= 7 else []
+        ups += [1.25] if span <= 3 else []
+        downs = [2.0 ** -k for k in range(step, int(math.ceil(-math.log2(lo))) + step + 1, step)]
+        downs += [1 / 1.5, 1 / 3] if span <= 7 else []
+        downs += [0.8] if span <= 3 else []
+        label = lambda v: "1/%d" % round(1 / v) if v < 0.1 else "%d" % v if v >= 100 else "%.3g" % v
+        return ", ".join('"%s" %r' % (label(v), v) for v in sorted([1.0] + ups + downs))
+    seps = "\n".join("set arrow from %g, graph 0 to %g, graph 1 nohead lc rgb '#dddddd' back" % (i + 0.5, i + 0.5)
+                     for i in range(len(workloads) - 1))
+    bars = ", ".join(
+        "'{dat}' using ($0+%.4f):%d:($0+%.4f):($0+%.4f):(column(%d) < 1 ? column(%d) : 1):"
+        "(column(%d) > 1 ? column(%d) : 1) with boxxyerror title '%s'"
+        % ((j - (n - 1) / 2) * width, j + 2, (j - n / 2) * width, (j + 1 - n / 2) * width,
+           j + 2, j + 2, j + 2, j + 2, name) for j, name in enumerate(names))
     script = """
-set terminal pngcairo size 1400,900 noenhanced font ",9"
+set terminal pngcairo size 1600,1000 noenhanced font ",9"
 set output 'plot.png'
 set multiplot layout 2,1
-set style data histograms
-set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set boxwidth 0.9
 set logscale y 2
 set grid ytics
 set key outside right top
-set xtics rotate by -30
-set yrange [*:*]
-set title "time relative to {ref} (median ns/op, or wall time for programs; log2; < 1 = faster)"
-plot for [i=2:{last}] 'plot_time.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
-set title "peak memory relative to {ref} (median ru_maxrss ratio, log2; < 1 = smaller)"
-plot for [i=2:{last}] 'plot_mem.dat' using i:xtic(1) title columnheader(i), 1 with lines lc rgb 'black' dt 2 notitle
+set xtics ({xtics}) rotate by -30
+set xrange [-0.6:{xmax}]
+set autoscale yfix
+# The data range and a margin, not widened to the next power of two (which can halve the
+# bars): room above the tallest bar and below the lowest, so that none looks cut off by the frame.
+set offsets 0, 0, graph 0.05, graph 0.05
+{seps}
+set arrow from graph 0, first 1 to graph 1, first 1 nohead lc rgb 'black' lw 1.5 front
+set ytics ({time_ytics})
+set title "time of each allocator relative to {ref} (median ns/op, or wall time for the [ms] programs)"
+set ylabel "time / {ref}'s (log scale)\\nabove 1: slower than {ref}\\nbelow 1: faster"
+plot {time_bars}
+set ytics ({mem_ytics})
+set title "peak memory of each allocator relative to {ref} (median ru_maxrss + HugetlbPages)"
+set ylabel "peak memory / {ref}'s (log scale)\\nabove 1: more memory than {ref}\\nbelow 1: less"
+plot {mem_bars}
 unset multiplot
-""".replace("{ref}", ref or "?").replace("{last}", str(cols + 1))
+"""
+    for key, val in (("{xtics}", xtics), ("{xmax}", "%.1f" % (len(workloads) - 0.4)), ("{seps}", seps),
+                     ("{time_ytics}", ytics(tr)), ("{mem_ytics}", ytics(mr)),
+                     ("{time_bars}", bars.replace("{dat}", "plot_time.dat")),
+                     ("{mem_bars}", bars.replace("{dat}", "plot_mem.dat")), ("{ref}", ref or "?")):
+        script = script.replace(key, val)
     with open(os.path.join(outdir, "plot.gp"), "w") as f:
         f.write(script)
     r = subprocess.run(["gnuplot", "plot.gp"], cwd=outdir, capture_output=True, text=True)
@@ -706,6 +755,14 @@ def main():
                             else "FAILED (exit %s) %s" % (r["exit"], r["stderr"][-120:])
                         log("[%d/%d rep %d] %-22s %-9s %s  %.2fs  (eta %.0fs)" % (
                             done, total, rep, wname, aname, status, r["wall_s"], el / done * (total - done)))
+                    # One line per workload and rep as well: a reader who wants progress, not a line per
+                    # allocator (tests/run.sh shows only these), sees what ran and what failed.
+                    mine = rows[-len(allocs):]
+                    bad = [r["allocator"] for r in mine if not r["ok"]]
+                    el = time.monotonic() - t_start
+                    log("rep %d/%d %-22s %d/%d ok%s  (%.0f s in, eta %.0f s)" % (
+                        rep, reps, wname, len(mine) - len(bad), len(mine),
+                        "; FAILED: " + ", ".join(bad) if bad else "", el, el / done * (total - done)))
         except KeyboardInterrupt:
             log("interrupted: summarizing the runs done so far")
     wall = time.monotonic() - t_start

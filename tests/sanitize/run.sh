@@ -88,9 +88,15 @@ run_ubsan() {
     local reports="$PWD/$dir/ubsan-reports"
     rm -rf "$reports" && mkdir -p "$reports"
     rm -f "$dir/meson-logs/testlog.json"
+    # Each test's line as it finishes (the whole output goes to the log): the
+    # full suite runs for minutes under UBSan, which should not look like a hang.
     UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:abort_on_error=0:exitcode=1:log_path=$reports/ubsan" \
-        meson test -C "$dir" --print-errorlogs "${suites[@]}" >"$dir.test.log" 2>&1
-    grep -E '^ *[0-9]+/[0-9]+ ' "$dir.test.log" | grep -vE ' OK | SKIP ' | sort -u
+        meson test -C "$dir" --print-errorlogs "${suites[@]}" 2>&1 | tee "$dir.test.log" |
+        grep --line-buffered -E '^ *[0-9]+/[0-9]+ '
+    # Those that did not plainly pass again, where they cannot be missed among the rest.
+    local bad
+    bad=$(grep -E '^ *[0-9]+/[0-9]+ ' "$dir.test.log" | grep -vE ' (OK|SKIP|EXPECTEDFAIL) ' | sort -u)
+    [ -n "$bad" ] && printf '%s: not passed:\n%s\n' "$name" "$bad"
     local p f names
     read -r p f names < <(python3 - "$dir/meson-logs/testlog.json" "$name" <<'PY'
 import json, sys
