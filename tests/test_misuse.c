@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -230,6 +231,143 @@ Test(misuse, usable_size_of_held_medium_block)
 {
     expect_block_report(HELD, 0, do_usable_size_after_free, "hakmem: invalid malloc_usable_size(0x");
 }
+
+/* ---- blocks that were never handed out ------------------------------------
+ * A free of an address that is not a block the program holds must abort,
+ * whether the block is carved and waiting in a thread cache, past the point
+ * where its slab was carved, in an exited thread's lists, in a slab given
+ * back, or no block at all (a region header, a global, a foreign mapping). */
+
+/* A small class in [lo, hi] that nothing in this process has used yet (no
+ * allocation, no slab): its first block starts a fresh slab, so the blocks
+ * after it are known to be carved into this thread's cache (the first few)
+ * or not carved at all. */
+static size_t fresh_small_size(size_t lo, size_t hi)
+{
+    static struct hak_stats st;
+    st.version = HAK_STATS_VERSION;
+    cr_assert(hak_stats_get(&st) == 0);
+    for (unsigned i = 0; i < st.nclass; i++) {
+        const struct hak_stats_class *c = &st.cls[i];
+        if (c->kind == HAK_STATS_SMALL && c->block_size >= lo && c->block_size <= hi && !c->allocs && !c->slabs)
+            return c->block_size;
+    }
+    cr_assert_fail("no unused small class between %zu and %zu", lo, hi);
+    return 0;
+}
+
+/* Frees (or queries, with fn) p + k blocks of a fresh class's first block p. */
+static void expect_fresh_block_report(size_t lo, size_t hi, unsigned k, void (*fn)(void *), const char *prefix)
+{
+    size_t size = fresh_small_size(lo, hi);
+    char *p = hak_malloc(size);
+    cr_assert(p);
+    g_target = p + k * size;
+    struct child_result r;
+    run_child(fn, NULL, &r);
+    expect_report(&r, prefix, p + k * size);
+    hak_free(p);
+}
+
+/* The first refill of a class carves a few blocks (at least 4 tiny ones)
+ * into the thread's cache: the second one sits there, never handed out. */
+Test(misuse, free_block_carved_into_cache_not_handed_out)
+{
+    expect_fresh_block_report(16, 1024, 1, do_hak_free, "hakmem: double free(0x");
+}
+/* Eight blocks on, nothing was carved yet (a tiny slab holds 64 blocks or
+ * more, a mid one 16 or more; a first refill carves at most 4 of them, and
+ * in a pool_tls=false build a mid class carves one at a time). */
+Test(misuse, free_block_never_carved_tiny)
+{
+    expect_fresh_block_report(16, 1024, 8, do_hak_free, "hakmem: invalid free(0x");
+}
+Test(misuse, free_block_never_carved_mid)
+{
+    expect_fresh_block_report(1025, 32768, 8, do_hak_free, "hakmem: invalid free(0x");
+}
+Test(misuse, usable_size_of_block_never_carved)
+{
+    expect_fresh_block_report(16, 1024, 8, do_hak_usable_size, "hakmem: invalid malloc_usable_size(0x");
+}
+/* malloc(8); free(p + 4096): in a slab of 16-byte blocks that is a block
+ * boundary, usually never carved, else carved and waiting somewhere. */
+Test(misuse, free_4096_past_a_tiny_block)
+{
+    expect_block_report(8, 4096, do_hak_free, "hakmem: ");
+}
+
+/* A region's first page is its header: no block starts there. */
+Test(misuse, free_region_header)
+{
+    char *p = hak_malloc(64);
+    cr_assert(p);
+    g_target = (char *)((uintptr_t)p & ~(uintptr_t)((2u << 20) - 1)) + 64;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", g_target);
+    hak_free(p);
+}
+
+/* An exited thread gave its cache back: the blocks wait in the central
+ * exchange or their slabs, still marked free. */
+static void *alloc_free_exit(void *arg)
+{
+    void **v = arg;
+    for (int i = 0; i < 300; i++)
+        v[i] = hak_malloc(48);
+    for (int i = 0; i < 300; i++)
+        hak_free(v[i]);
+    return NULL;
+}
+Test(misuse, free_block_an_exited_thread_gave_back)
+{
+    static void *v[300];
+    pthread_t t;
+    cr_assert(pthread_create(&t, NULL, alloc_free_exit, v) == 0);
+    cr_assert(pthread_join(t, NULL) == 0);
+    for (int i = 0; i < 300; i += 97) {
+        g_target = v[i];
+        struct child_result r;
+        run_child(do_hak_free, NULL, &r);
+        expect_report(&r, "hakmem: double free(0x", v[i]);
+    }
+}
+
+/* A slab emptied and given back by malloc_trim: its pages belong to no
+ * slab, so its old blocks are no blocks. */
+Test(misuse, free_block_of_a_slab_given_back)
+{
+    size_t size = fresh_small_size(1025, 32768);
+    char *p = hak_malloc(size);
+    cr_assert(p);
+    hak_free(p);
+    hak_malloc_trim(0);
+    g_target = p;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", p);
+}
+
+static char global_bytes[256];
+Test(misuse, free_global_address)
+{
+    g_target = global_bytes + 32;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", global_bytes + 32);
+}
+Test(misuse, free_foreign_mapping)
+{
+    char *m = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    cr_assert(m != MAP_FAILED);
+    g_target = m + 4096;
+    struct child_result r;
+    run_child(do_hak_free, NULL, &r);
+    expect_report(&r, "hakmem: invalid free(0x", m + 4096);
+    munmap(m, 1 << 16);
+}
+
 
 #if HAKMEM_TEST_HARDENED
 /* A write into a freed block (a use after free storing a pointer) lands on

@@ -84,6 +84,16 @@ HK_INLINE void hk_link_set(void *b, const void *next)
 /* Sets hk_link_key once (racing threads agree); before any list is built. */
 void hk_link_key_init(uintptr_t seed);
 
+/* The double-free tag: word 1 of every free small block, wherever it waits
+ * (a thread cache, the central exchange, a slab's free list, or carved and
+ * not yet handed out), holds its address xor a per-process secret; a block
+ * is untagged when handed out. free() aborts on a tagged block. Set the
+ * secret before the first tag is written (hk_tag_init; odd, never 0). */
+extern HK_HIDDEN uintptr_t hk_tag_secret;
+HK_INLINE uintptr_t hk_tag(const void *p) { return (uintptr_t)p ^ hk_tag_secret; }
+HK_INLINE bool hk_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tag(p); }
+void hk_tag_init(uintptr_t secret);
+
 /* Bytes given back to the OS since the start (each decommit or unmap counts
  * its bytes), for the stats; updated off the hot path. */
 extern HK_HIDDEN uint64_t hk_bytes_returned;

@@ -10,6 +10,9 @@
 
 uint64_t hk_bytes_returned;
 uintptr_t hk_link_key;
+uintptr_t hk_tag_secret;
+
+void hk_tag_init(uintptr_t secret) { hk_tag_secret = secret | 1; }
 
 void hk_link_key_init(uintptr_t seed)
 {

@@ -185,7 +185,7 @@ void *hak_pvalloc(size_t n)
  * (or one sitting in a free list: a use after free). */
 static size_t small_check(const hk_page_face_t *pg, const void *p, const char *op)
 {
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || hk_tls_is_tagged(p)))
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p) || hk_is_tagged(p)))
         hk_fatal_op("invalid", op, p);
     return hk_class_size[pg->cls];
 }
@@ -229,11 +229,11 @@ HK_HOT_ENTRY void hak_free(void *p)
         free_big(ch, p);
         return;
     }
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p))) {
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
         free_invalid(p);
         return;
     }
-    if (HK_UNLIKELY(hk_tls_is_tagged(p))) {
+    if (HK_UNLIKELY(hk_is_tagged(p))) {
         free_double(p);
         return;
     }

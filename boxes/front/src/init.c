@@ -36,6 +36,7 @@ void hk_init_slow(void)
     if (!__atomic_compare_exchange_n(&hk_init_state, &expect, 1, false, __ATOMIC_ACQ_REL,
                                      __ATOMIC_ACQUIRE))
         return;
+    hk_tag_init(hk_random_word());
     /* Every HAKMEM_* setting is read here, once, and handed to its part. */
     hk_verbose = hk_env_uint("HAKMEM_VERBOSE", 0, 1);
     stats_at_exit = hk_env_uint("HAKMEM_STATS", 0, 1);

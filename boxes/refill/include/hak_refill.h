@@ -48,7 +48,7 @@ enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 
     uint8_t kind;      /* HK_PAGE_* */                                                   \
     uint8_t first;     /* index of the span's first page */                              \
     uint8_t mcls;      /* medium slab: its medium class */                               \
-    uint32_t used;     /* Box 2's: blocks handed out of the slab (first page) */         \
+    uint32_t limit;    /* small slab: low half of the last carved byte's address */     \
     uint64_t divmagic; /* slab: 2^64/size + 1, for the block-start test */               \
     uint64_t smag;     /* slab: start * divmagic (mod 2^64), precomputed */              \
     union {                                                                              \
@@ -79,6 +79,14 @@ HK_INLINE hk_page_face_t *hk_page_face(const hk_chunk_t *ch, const void *p)
 HK_INLINE bool hk_slab_is_block_start(const hk_page_face_t *pg, const void *p)
 {
     return (uint64_t)(uintptr_t)p * pg->divmagic - pg->smag < pg->divmagic;
+}
+/* True when the small block p of the slab pg was ever carved: a block past
+ * the carving point was never handed out (nothing marks it free yet). The
+ * low 32 bits are enough: a 2 MiB-aligned region never straddles a 4 GiB
+ * boundary, and the last carved byte (not the end) cannot wrap to 0. */
+HK_INLINE bool hk_slab_is_carved(const hk_page_face_t *pg, const void *p)
+{
+    return (uint32_t)(uintptr_t)p <= pg->limit;
 }
 
 /* ---- thread caches (Box 1) ------------------------------------------------ */

@@ -50,6 +50,16 @@ static unsigned slab_pages(unsigned c)
     return n < 1 ? 1 : n > 8 ? 8 : n;
 }
 
+/* Records where carving stopped on every page of the slab: free() rejects
+ * a block at or past it (it was never handed out). */
+static void set_limit(hk_page_t *pg)
+{
+    hk_region_t *ch = hk_region_of_page(pg);
+    uint32_t limit = (uint32_t)((uintptr_t)pg->bump - 1); /* see hk_slab_is_carved */
+    for (unsigned i = 0; i < pg->npages; i++)
+        ch->page[hk_page_index(pg) + i].limit = limit;
+}
+
 static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
 {
     bool zeroed;
@@ -69,7 +79,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
         if (bytes % size < colour)
             colour = 0; /* never at the cost of a block */
     }
-    pg->capacity = (uint32_t)((bytes - colour) / size);
+    pg->capacity = (uint16_t)((bytes - colour) / size);
     pg->shard = (uint8_t)shard;
     pg->bump = (char *)pg->start + colour;
     pg->end = pg->bump + (size_t)pg->capacity * size;
@@ -79,6 +89,7 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
         ch->page[hk_page_index(pg) + i].divmagic = magic;
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)(pg->start + colour) * magic;
     }
+    set_limit(pg);
     hk_slab_list_add(&cs->partial, pg);
     cs->slabs++;
     return pg;
@@ -130,12 +141,18 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             pg->used++;
             got++;
         }
+        char *carved = pg->bump;
         for (; got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
+            /* Tagged like every free block until handed out: a free of it
+             * before then aborts (hak_base.h). */
+            ((uintptr_t *)pg->bump)[1] = hk_tag(pg->bump);
             append(l, pg->bump);
             pg->bump += size;
             pg->used++;
             got++;
         }
+        if (pg->bump != carved)
+            set_limit(pg);
         if (!pg->free && pg->bump == pg->end)
             hk_slab_list_remove(&cs->partial, pg);
     }

@@ -16,7 +16,8 @@ typedef struct hk_page {
     uint8_t on_partial;
     uint8_t shard;      /* slab: the Box 2 shard that carved it */
     uint8_t pad;
-    uint32_t capacity;  /* slab: blocks in the span */
+    uint16_t capacity;  /* slab: blocks in the span (at most 4096) */
+    uint16_t used;      /* slab: blocks handed out of the slab (first page) */
     uintptr_t start;    /* span start address */
     char *bump, *end;   /* slab: not yet carved */
     struct hk_page *next, *prev; /* slab: class partial list */

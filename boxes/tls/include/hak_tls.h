@@ -24,12 +24,6 @@ typedef struct hk_tls {
 } hk_tls_t;
 
 extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
-/* Per-process secret for the double-free tag in word 1 of a cached block. */
-extern HK_HIDDEN uintptr_t hk_tls_secret;
-
-HK_INLINE uintptr_t hk_tls_tag(const void *p) { return (uintptr_t)p ^ hk_tls_secret; }
-/* True when p carries the tag of a block already sitting in a free list. */
-HK_INLINE bool hk_tls_is_tagged(const void *p) { return ((const uintptr_t *)p)[1] == hk_tls_tag(p); }
 
 HK_INLINE void *hk_tls_pop(size_t c)
 {
@@ -49,7 +43,7 @@ HK_INLINE bool hk_tls_push(size_t c, void *p)
 {
     if (HK_UNLIKELY(HK_DEC16_WAS_ZERO(hk_tls.room[c])))
         return false;
-    uintptr_t tag = hk_tls_tag(p); /* before the link store, which may alias the secret */
+    uintptr_t tag = hk_tag(p); /* before the link store, which may alias the secret */
     hk_link_set(p, hk_tls.head[c]);
     ((uintptr_t *)p)[1] = tag;
     hk_tls.head[c] = p;
@@ -63,7 +57,7 @@ void hk_tls_overflow(unsigned c, void *p);
 void hk_tls_drain(void);
 
 /* Settings and process setup, once, before any thread cache exists and
- * outside any lock: the thread-exit key, the double-free tag's secret. */
+ * outside any lock: the thread-exit key. */
 typedef struct hk_tls_config {
     size_t mid_bytes;    /* HAKMEM_THREAD_MID_BYTES: the 1-32 KiB classes' caps together */
     size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: held medium blocks (0: none) */

@@ -4,7 +4,6 @@
 #include <pthread.h>
 
 __thread hk_tls_t hk_tls __attribute__((tls_model("initial-exec")));
-uintptr_t hk_tls_secret;
 bool hk_tls_exit_key_ok;
 
 static pthread_key_t exit_key;
@@ -28,7 +27,6 @@ static void thread_exit(void *arg)
 
 void hk_tls_configure(const hk_tls_config_t *cfg)
 {
-    hk_tls_secret = hk_random_word();
     mid_bytes = cfg->mid_bytes;
     hk_tls_medium_bytes = cfg->medium_bytes;
     exit_hook = cfg->exit_hook;
@@ -130,7 +128,7 @@ static void *alloc_uncached(unsigned c)
 
 static void free_uncached(unsigned c, void *p)
 {
-    ((uintptr_t *)p)[1] = hk_tls_tag(p);
+    ((uintptr_t *)p)[1] = hk_tag(p);
     hk_refill_free_one(c, p);
 }
 
