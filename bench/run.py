@@ -22,7 +22,7 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(BENCH_DIR)
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
           "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
-PROGRAMS = ["bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
+PROGRAMS = ["bench_pair", "bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
             "bench_falseshare", "bench_phase", "bench_randaccess", "bench_manythreads"]
 
 # Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs,
@@ -38,6 +38,7 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # Workloads: (name, program, default args, quick args[, options]).  Iteration counts are tuned so
 # that one run takes roughly 0.1-1.5 s on a 2-core VM and a full default run with 6 allocators
 # stays under 10 min. quick args None = skipped by --quick.
+# bench_pair: size live iterations (free then malloc of one size; live 1 = a LIFO pair, else round-robin)
 # bench_loop: min max slots iterations
 # bench_threads: threads slots_per_thread iterations_per_thread (total ops kept constant)
 # bench_prodcons: items min max producers consumers;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
@@ -48,6 +49,11 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
 # (a value None removes the variable); options["explicit"] runs it only when --only names it.
 WORKLOADS = [
+    # Free a block and allocate one at once: the hit paths' latency, with nothing else in the loop.
+    ("pair_32",               "bench_pair",     [32, 1, 50_000_000],              [32, 1, 5_000_000]),
+    ("pair_4096",             "bench_pair",     [4096, 1, 50_000_000],            [4096, 1, 5_000_000]),
+    ("pair_32_rr64",          "bench_pair",     [32, 64, 50_000_000],             [32, 64, 5_000_000]),
+    ("pair_4096_rr64",        "bench_pair",     [4096, 64, 20_000_000],           [4096, 64, 2_000_000]),
     ("loop_8_64",             "bench_loop",     [8, 64, 64, 30_000_000],          [8, 64, 64, 10_000_000]),
     ("loop_8_1024",           "bench_loop",     [8, 1024, 64, 30_000_000],        [8, 1024, 64, 10_000_000]),
     ("loop_1024_32768",       "bench_loop",     [1024, 32768, 64, 4_000_000],     [1024, 32768, 64, 1_000_000]),
