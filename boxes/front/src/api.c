@@ -216,7 +216,10 @@ static HK_NOINLINE HK_COLD void free_invalid(void *p)
 }
 static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
 
-HK_HOT_ENTRY void hak_free(void *p)
+/* free() of a small block whose page the slab map does not have (it shares
+ * its entry with a newer slab's page), and of everything else: the page
+ * map walk, then as the hit path. */
+static HK_NOINLINE void free_lookup(void *p)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
     if (HK_UNLIKELY(ch == NULL)) {
@@ -225,10 +228,33 @@ HK_HOT_ENTRY void hak_free(void *p)
     }
     hk_page_face_t *pg = hk_page_face(ch, p);
     size_t c = pg->cls;
-    if (HK_UNLIKELY(c == 0)) {
+    if (c == 0) {
         free_big(ch, p);
         return;
     }
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
+        free_invalid(p);
+        return;
+    }
+    if (HK_UNLIKELY(hk_is_tagged(p))) {
+        free_double(p);
+        return;
+    }
+    if (HK_UNLIKELY(!hk_tls_push(c, p)))
+        free_overflow(c, p);
+}
+
+/* The class comes from one load (the slab map), so the address of the list
+ * the block goes on, which the next malloc of the class reads, is known a
+ * few cycles after p is (docs/performance.md, "The hit path"). */
+HK_HOT_ENTRY void hak_free(void *p)
+{
+    uint64_t c = hk_slabmap_class(p);
+    if (HK_UNLIKELY(c - 1 >= HK_NCLASS - 1)) {
+        free_lookup(p);
+        return;
+    }
+    const hk_page_face_t *pg = hk_slabmap_face(p);
     if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
         free_invalid(p);
         return;

@@ -72,6 +72,31 @@ HK_INLINE hk_page_face_t *hk_page_face(const hk_chunk_t *ch, const void *p)
     return hk_page_face_at(ch, ((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1));
 }
 
+/* ---- the slab map: free()'s one-load way to a small block's class -----------
+ * Direct-mapped by 64 KiB page number: entry (p >> 16) mod 2^16 holds
+ * (page number << 8 | class) while that page belongs to a small slab. The
+ * key is the whole page number, so a match proves p lies in a live small
+ * slab of hakmem's (its region header is then p masked to 2 MiB, no page
+ * map walk); anything else (another page that shares the entry, a medium
+ * or large block, a foreign pointer) misses and takes the page map. Box 2
+ * writes the entries under its region lock, one 8-byte store each. */
+#define HK_SLABMAP_BITS 16
+extern HK_HIDDEN uint64_t hk_slabmap[1u << HK_SLABMAP_BITS];
+HK_INLINE uint64_t hk_slabmap_key(const void *p) { return (uint64_t)((uintptr_t)p >> HK_PAGE_SHIFT) << 8; }
+/* p's class (1..HK_NCLASS-1) when the map has p's page, else a value
+ * outside that range. */
+HK_INLINE uint64_t hk_slabmap_class(const void *p)
+{
+    uint64_t e = __atomic_load_n(&hk_slabmap[((uintptr_t)p >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)],
+                                 __ATOMIC_RELAXED);
+    return e ^ hk_slabmap_key(p);
+}
+/* The record of p's page, for a p the slab map has (its region is mapped). */
+HK_INLINE hk_page_face_t *hk_slabmap_face(const void *p)
+{
+    return hk_page_face((const hk_chunk_t *)((uintptr_t)p & ~(uintptr_t)(HK_CHUNK_SIZE - 1)), p);
+}
+
 /* True when p is the start of a block of its slab: (p - start) is a
  * multiple of the size exactly when (p - start) * divmagic < divmagic
  * (Lemire's test, offsets < 2^32), and (p - start) * divmagic is

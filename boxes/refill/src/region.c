@@ -19,6 +19,13 @@ static inline uint32_t run_mask(unsigned n, unsigned at)
 }
 
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
+uint64_t hk_slabmap[1u << HK_SLABMAP_BITS];
+
+/* The slab map entry of page `page` (its address). Under region_lock. */
+static uint64_t *slabmap_entry(uintptr_t page)
+{
+    return &hk_slabmap[(page >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)];
+}
 
 static hk_lock_t region_lock = HK_LOCK_INIT;
 /* The regions with a free page, in lists by their longest free run (1..31;
@@ -305,9 +312,16 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
         pg->start = start;
     }
     ch->page[at].npages = (uint8_t)n;
-    /* cls last: a racing invalid free must not see a half-built slab page */
-    for (unsigned i = 0; i < n; i++)
+    /* cls last: a racing invalid free must not see a half-built slab page
+     * (until Box 2 sets the block-start constants, every block fails them).
+     * A small slab's pages take their slab map entries, whoever had them. */
+    for (unsigned i = 0; i < n; i++) {
         ch->page[at + i].cls = (uint8_t)cls;
+        if (cls) {
+            uintptr_t page = start + ((uintptr_t)i << HK_PAGE_SHIFT);
+            __atomic_store_n(slabmap_entry(page), hk_slabmap_key((void *)page) | cls, __ATOMIC_RELEASE);
+        }
+    }
     hk_unlock(&region_lock);
     return &ch->page[at];
 }
@@ -319,6 +333,11 @@ void hk_span_free(hk_page_t *first)
     hk_lock(&region_lock);
     uint32_t now = hk_now_ms(); /* under the lock: idle times never run backwards */
     for (unsigned i = 0; i < n; i++) {
+        /* The slab map forgets the page first, if the entry is still its own. */
+        uintptr_t page = (uintptr_t)ch + ((uintptr_t)(at + i) << HK_PAGE_SHIFT);
+        uint64_t *e = slabmap_entry(page);
+        if (ch->page[at + i].cls && __atomic_load_n(e, __ATOMIC_RELAXED) == (hk_slabmap_key((void *)page) | ch->page[at + i].cls))
+            __atomic_store_n(e, 0, __ATOMIC_RELEASE);
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
         ch->page[at + i].idle_ms = now; /* a free page: when it became free */
     }
