@@ -9,7 +9,10 @@ import floors
 
 ROOTS = ("base", "boxes", "policies", "backends", "include")
 SOURCE_EXT = (".c", ".h", ".cc", ".cpp", ".inc", ".S")
-INCLUDE_RE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
+# Comments may stand between '#' and 'include'; an include of a macro hides
+# what it names, so it is reported (MACRO_INCLUDE_RE) rather than trusted.
+INCLUDE_RE = re.compile(r'^\s*#\s*(?:/\*.*?\*/\s*)*include\s*([<"])([^>"]+)[>"]')
+MACRO_INCLUDE_RE = re.compile(r'^\s*#\s*(?:/\*.*?\*/\s*)*include\s*[A-Za-z_]')
 
 
 def collect(srcroot):
@@ -45,6 +48,9 @@ def check(srcroot, parts):
         with open(os.path.join(srcroot, src), encoding="utf-8", errors="replace") as fh:
             lines = fh.readlines()
         for lineno, line in enumerate(lines, 1):
+            if MACRO_INCLUDE_RE.match(line):
+                violations.append(f"{src}:{lineno}: {line.strip()} ({part.name}): an include through a macro")
+                continue
             m = INCLUDE_RE.match(line)
             if not m:
                 continue
@@ -124,6 +130,8 @@ def self_test():
             "boxes/front/src/bad_path.c": '#include "src/tls_priv.h"\n',
             "base/src/bad_base.c": '#include <hak_tls.h>\n',                   # angle include of a tree header
             "boxes/stray/x.c": "int x;\n",                                      # in no part
+            "boxes/tls/src/bad_comment.c": '#/**/include "../../front/src/x.h"\n',
+            "boxes/tls/src/bad_macro.c": '#define P "hak_refill.h"\n#include P\n',
         }
         for rel, text in bad.items():
             write(tmp, rel, text)

@@ -17,7 +17,7 @@ static bool stats_at_exit;
  * Top-down before, bottom-up after, so no part waits on one above it. */
 static void fork_phase(int phase)
 {
-    static void (*const parts[])(int) = {hk_stats_fork, hk_purge_fork, hk_tls_fork, hk_large_fork,
+    static void (*const parts[])(int) = {hk_stats_fork, hk_purge_fork, hk_large_fork, hk_tls_fork,
                                          hk_refill_fork, hk_policy_fork, hk_os_fork};
     const unsigned n = sizeof parts / sizeof parts[0];
     for (unsigned i = 0; i < n; i++)

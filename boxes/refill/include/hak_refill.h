@@ -9,7 +9,9 @@
  * block's mapping (the front's); the page map leads from an address to the
  * owner's header, which starts with this head. */
 enum { HK_CHUNK_REGION = 1, HK_CHUNK_LARGE = 2, HK_CHUNK_LARGE_FREE = 3 };
-typedef struct hk_chunk {
+/* may_alias: the owners' own header types start with these fields, and a
+ * read through this type must see what was written through theirs. */
+typedef struct __attribute__((may_alias)) hk_chunk {
     uint32_t os;  /* a region's record kept by the backend (HK_OS_REGION_WORD) */
     uint8_t kind; /* HK_CHUNK_*: written by the owner */
     uint8_t pad[3];
@@ -40,8 +42,9 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *owner);
 /* ---- the page record's face -----------------------------------------------
  * A region keeps a record for each of its 64 KiB pages; these fields lead
  * every record and are what the floors above read without a call (free's
- * hit path, the medium cache). Box 2 writes them; the rest of the record
- * is its own. In a large mapping's chunks the records read as all zero. */
+ * hit path, the medium cache). Box 2 writes them (and a medium block's
+ * state byte through hk_medium_unhold); the rest of the record is its own.
+ * In a large mapping's chunks the records read as all zero. */
 enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 3 };
 #define HK_PAGE_FACE_FIELDS                                                              \
     uint8_t cls;       /* slab class, 0 otherwise: free()'s first test */                \
@@ -55,7 +58,8 @@ enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 
         void *free;        /* Box 2's: blocks returned to a small slab */                \
         uint8_t mstate[8]; /* medium slab of a held class: HK_MB_* of block i (atomic) */ \
     };
-typedef struct hk_page_face {
+/* may_alias: Box 2 writes these fields through its own record type. */
+typedef struct __attribute__((may_alias)) hk_page_face {
     HK_PAGE_FACE_FIELDS
 } hk_page_face_t;
 /* Where the records sit in a region's header, and their size. */

@@ -45,6 +45,11 @@ _Static_assert(HK_PAGES_PER_CHUNK == 32, "free-page masks are 32-bit");
 _Static_assert(offsetof(hk_region_t, os) == 0 && HK_OS_REGION_WORD == sizeof(uint32_t),
                "the backend's record leads the header");
 _Static_assert(offsetof(hk_region_t, kind) == offsetof(hk_chunk_t, kind), "a region is a chunk owner");
+#define HK_FACE_AT(f) (offsetof(hk_page_t, f) == offsetof(hk_page_face_t, f))
+_Static_assert(HK_FACE_AT(cls) && HK_FACE_AT(kind) && HK_FACE_AT(first) && HK_FACE_AT(mcls) && HK_FACE_AT(limit) &&
+                   HK_FACE_AT(divmagic) && HK_FACE_AT(smag) && HK_FACE_AT(free) && HK_FACE_AT(mstate),
+               "the face's fields lead the record");
+#undef HK_FACE_AT
 _Static_assert(offsetof(hk_region_t, page) == HK_PAGE_REC_AT && sizeof(hk_page_t) == HK_PAGE_REC_SIZE,
                "the face's geometry (hak_refill.h) is the records'");
 
