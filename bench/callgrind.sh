@@ -13,6 +13,8 @@ fi
 dir=$1
 shift
 workloads=(
+    "pair_32|bench_pair 32 1 2000000"
+    "pair_4096_rr64|bench_pair 4096 64 2000000"
     "loop_8_64|bench_loop 8 64 64 2000000"
     "loop_8_1024|bench_loop 8 1024 64 1000000"
     "loop_1024_32768|bench_loop 1024 32768 64 1000000"

@@ -2,6 +2,8 @@
 # Estimates the cycles of one free+malloc pair on hakmem's hit paths with llvm-mca (Intel and AMD core models), from a built library's own machine code.
 #
 #   bash bench/mca.sh [LIB.so] [SIZE]     (default build/libhakmem.so, 32)
+#   FREE=0x1d100 MALLOC=0x1ed40 bash bench/mca.sh libtcmalloc_minimal.so.4   (a stripped peer:
+#       the entry addresses, from `nm -D`, of its free and malloc)
 #
 # The loop it models is bench_pair's LIFO pattern: free(p); p = malloc(SIZE);
 # *(char *)p = 1. Both hit paths are cut from `objdump -d` of the library,
@@ -21,11 +23,16 @@ if [ -z "$mca" ]; then
     exit 2
 fi
 
-# The hit path of FUNC: its instructions up to the first ret, in AT&T syntax
-# llvm-mca reads (objdump's addresses, comments and symbol names removed).
+# The hit path of FUNC (a symbol, or an address in a stripped library): its
+# instructions up to the first ret, in AT&T syntax llvm-mca reads
+# (objdump's addresses, comments and symbol names removed).
 hit_path() {
-    objdump -d --no-show-raw-insn "$lib" | awk -v f="<$1>:" '
-        $2 == f { on = 1; next }
+    local range=()
+    if [[ $1 == 0x* ]]; then
+        range=(--start-address="$1" --stop-address=$(($1 + 4096)))
+    fi
+    objdump -d --no-show-raw-insn "${range[@]}" "$lib" | awk -v f="<$1>:" -v addr="$1" '
+        (addr ~ /^0x/ && / <[^>]*>:$/ && !on) || $2 == f { on = 1; next }
         on && /^$/ { exit }
         on {
             sub(/^ *[0-9a-f]+:\t/, "")
@@ -36,10 +43,10 @@ hit_path() {
         }'
 }
 
-free_fn=free
-objdump -d "$lib" | grep -q '<free>:' || free_fn=hak_free
-malloc_fn=malloc
-objdump -d "$lib" | grep -q '<malloc>:' || malloc_fn=hak_malloc
+free_fn=${FREE:-free}
+[ -n "${FREE:-}" ] || objdump -d "$lib" | grep -q '<free>:' || free_fn=hak_free
+malloc_fn=${MALLOC:-malloc}
+[ -n "${MALLOC:-}" ] || objdump -d "$lib" | grep -q '<malloc>:' || malloc_fn=hak_malloc
 
 src=$(mktemp --suffix=.s)
 trap 'rm -f "$src"' EXIT
