@@ -216,6 +216,21 @@ static HK_NOINLINE HK_COLD void free_invalid(void *p)
 }
 static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
 
+/* A small block of class c in the slab of record pg: checked, then pushed. */
+HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
+{
+    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
+        free_invalid(p);
+        return;
+    }
+    if (HK_UNLIKELY(hk_is_tagged(p))) {
+        free_double(p);
+        return;
+    }
+    if (HK_UNLIKELY(!hk_tls_push(c, p)))
+        free_overflow(c, p);
+}
+
 /* free() of a small block whose page the slab map does not have (it shares
  * its entry with a newer slab's page), and of everything else: the page
  * map walk, then as the hit path. */
@@ -232,16 +247,7 @@ static HK_NOINLINE void free_lookup(void *p)
         free_big(ch, p);
         return;
     }
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
-        free_invalid(p);
-        return;
-    }
-    if (HK_UNLIKELY(hk_is_tagged(p))) {
-        free_double(p);
-        return;
-    }
-    if (HK_UNLIKELY(!hk_tls_push(c, p)))
-        free_overflow(c, p);
+    free_small(pg, c, p);
 }
 
 /* The class comes from one load (the slab map), so the address of the list
@@ -254,17 +260,7 @@ HK_HOT_ENTRY void hak_free(void *p)
         free_lookup(p);
         return;
     }
-    const hk_page_face_t *pg = hk_slabmap_face(p);
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
-        free_invalid(p);
-        return;
-    }
-    if (HK_UNLIKELY(hk_is_tagged(p))) {
-        free_double(p);
-        return;
-    }
-    if (HK_UNLIKELY(!hk_tls_push(c, p)))
-        free_overflow(c, p);
+    free_small(hk_slabmap_face(p), c, p);
 }
 
 static size_t usable(void *p, const char *op)
