@@ -115,7 +115,9 @@ HK_INLINE bool hk_slab_is_block_start(const hk_page_face_t *pg, const void *p)
  * boundary, and the last carved byte (not the end) cannot wrap to 0. */
 HK_INLINE bool hk_slab_is_carved(const hk_page_face_t *pg, const void *p)
 {
-    return (uint32_t)(uintptr_t)p <= pg->limit;
+    /* Atomic: Box 2 raises it while other threads free the slab's older
+     * blocks (either value covers those). */
+    return (uint32_t)(uintptr_t)p <= __atomic_load_n(&pg->limit, __ATOMIC_RELAXED);
 }
 
 /* ---- thread caches (Box 1) ------------------------------------------------ */

@@ -57,7 +57,7 @@ static void set_limit(hk_page_t *pg)
     hk_region_t *ch = hk_region_of_page(pg);
     uint32_t limit = (uint32_t)((uintptr_t)pg->bump - 1); /* see hk_slab_is_carved */
     for (unsigned i = 0; i < pg->npages; i++)
-        ch->page[hk_page_index(pg) + i].limit = limit;
+        __atomic_store_n(&ch->page[hk_page_index(pg) + i].limit, limit, __ATOMIC_RELAXED);
 }
 
 static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
