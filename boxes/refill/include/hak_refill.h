@@ -47,11 +47,11 @@ bool hk_pagemap_set(void *base, size_t size, hk_chunk_t *owner);
  * In a large mapping's chunks the records read as all zero. */
 enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 3 };
 #define HK_PAGE_FACE_FIELDS                                                              \
-    uint8_t cls;       /* slab class, 0 otherwise: free()'s first test */                \
+    uint8_t cls;       /* slab class, 0 otherwise: the page-map path's first test */    \
     uint8_t kind;      /* HK_PAGE_* */                                                   \
     uint8_t first;     /* index of the span's first page */                              \
     uint8_t mcls;      /* medium slab: its medium class */                               \
-    uint32_t limit;    /* small slab: low half of the last carved byte's address */     \
+    uint32_t limit;    /* small slab: low half of the last carved byte's address (atomic) */ \
     uint64_t divmagic; /* slab: 2^64/size + 1, for the block-start test */               \
     uint64_t smag;     /* slab: start * divmagic (mod 2^64), precomputed */              \
     union {                                                                              \
