@@ -13,15 +13,10 @@
 
 #define FAIL(...) do { fprintf(stderr, "FAIL: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
 
-static uint64_t *entry_of(const void *p)
-{
-    return &hk_slabmap[((uintptr_t)p >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)];
-}
-
 /* What a page 4 GiB further on would write: the same entry, another key. */
 static void displace(const void *p)
 {
-    uint64_t *e = entry_of(p);
+    uint64_t *e = hk_slabmap_slot(p);
     uint64_t other = hk_slabmap_key((const char *)p + ((uintptr_t)1 << 32));
     uint64_t cls = *e ^ hk_slabmap_key(p);
     if ((*e ^ other) < HK_NCLASS)
@@ -89,9 +84,9 @@ int main(void)
      * as the medium block it is. */
     char *m = hak_malloc(100 * 1024);
     if (!m) FAIL("malloc(100 KiB)");
-    *entry_of(m) = hk_slabmap_key(m + ((uintptr_t)1 << 32)) | 3;
+    *hk_slabmap_slot(m) = hk_slabmap_key(m + ((uintptr_t)1 << 32)) | 3;
     hak_free(m);
-    *entry_of(m) = 0;
+    *hk_slabmap_slot(m) = 0;
     printf("a medium block under another page's entry: freed as medium\n");
     return 0;
 }

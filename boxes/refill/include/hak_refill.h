@@ -87,13 +87,16 @@ HK_INLINE hk_page_face_t *hk_page_face(const hk_chunk_t *ch, const void *p)
 #define HK_SLABMAP_BITS 16
 extern HK_HIDDEN uint64_t hk_slabmap[1u << HK_SLABMAP_BITS];
 HK_INLINE uint64_t hk_slabmap_key(const void *p) { return (uint64_t)((uintptr_t)p >> HK_PAGE_SHIFT) << 8; }
+/* The entry p's page shares with every page 4 GiB apart from it. */
+HK_INLINE uint64_t *hk_slabmap_slot(const void *p)
+{
+    return &hk_slabmap[((uintptr_t)p >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)];
+}
 /* p's class (1..HK_NCLASS-1) when the map has p's page, else a value
  * outside that range. */
 HK_INLINE uint64_t hk_slabmap_class(const void *p)
 {
-    uint64_t e = __atomic_load_n(&hk_slabmap[((uintptr_t)p >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)],
-                                 __ATOMIC_RELAXED);
-    return e ^ hk_slabmap_key(p);
+    return __atomic_load_n(hk_slabmap_slot(p), __ATOMIC_RELAXED) ^ hk_slabmap_key(p);
 }
 /* The record of p's page, for a p the slab map has (its region is mapped). */
 HK_INLINE hk_page_face_t *hk_slabmap_face(const void *p)

@@ -21,12 +21,6 @@ static inline uint32_t run_mask(unsigned n, unsigned at)
 hk_chunk_t **hk_pagemap[1u << HK_MAP_TOP_BITS];
 uint64_t hk_slabmap[1u << HK_SLABMAP_BITS];
 
-/* The slab map entry of page `page` (its address). Under region_lock. */
-static uint64_t *slabmap_entry(uintptr_t page)
-{
-    return &hk_slabmap[(page >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)];
-}
-
 static hk_lock_t region_lock = HK_LOCK_INIT;
 /* The regions with a free page, in lists by their longest free run (1..31;
  * 31: empty), newest first: best fit looks only at the list of the shortest
@@ -319,7 +313,7 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
         ch->page[at + i].cls = (uint8_t)cls;
         if (cls) {
             uintptr_t page = start + ((uintptr_t)i << HK_PAGE_SHIFT);
-            __atomic_store_n(slabmap_entry(page), hk_slabmap_key((void *)page) | cls, __ATOMIC_RELEASE);
+            __atomic_store_n(hk_slabmap_slot((void *)page), hk_slabmap_key((void *)page) | cls, __ATOMIC_RELEASE);
         }
     }
     hk_unlock(&region_lock);
@@ -335,7 +329,7 @@ void hk_span_free(hk_page_t *first)
     for (unsigned i = 0; i < n; i++) {
         /* The slab map forgets the page first, if the entry is still its own. */
         uintptr_t page = (uintptr_t)ch + ((uintptr_t)(at + i) << HK_PAGE_SHIFT);
-        uint64_t *e = slabmap_entry(page);
+        uint64_t *e = hk_slabmap_slot((void *)page);
         if (ch->page[at + i].cls && __atomic_load_n(e, __ATOMIC_RELAXED) == (hk_slabmap_key((void *)page) | ch->page[at + i].cls))
             __atomic_store_n(e, 0, __ATOMIC_RELEASE);
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
