@@ -108,7 +108,7 @@ static int test_scope(void)
     }
     CHECK(hk_tls.cap[c] == old && hk_policy_cap(c) == old, "nothing learned yet");
     /* Half a list: the next operations hit it. */
-    unsigned live = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
+    unsigned live = hk_tls_held(c);
     while (live > old / 2) {
         blocks[0] = T_MALLOC(size);
         live--;
@@ -127,7 +127,7 @@ static int test_scope(void)
         CHECK(hk_tls.cap[c] == old, "a hit changed the cap of a live list (%u)", hk_tls.cap[c]);
     }
     /* Empty the list: the refill takes the new cap. */
-    unsigned held = (unsigned)(hk_tls.cap[c] - hk_tls.room[c]);
+    unsigned held = hk_tls_held(c);
     for (unsigned i = 0; i <= held; i++)
         blocks[i] = T_MALLOC(size);
     CHECK(hk_tls.cap[c] == learned, "the refill took the learned cap (%u, want %u)", hk_tls.cap[c], learned);

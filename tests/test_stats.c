@@ -110,6 +110,72 @@ Test(stats, counts_are_exact_for_local_frees)
     }
 }
 
+/* A thread's list length is counted, not walked (boxes/tls): a long
+ * free->malloc loop must never reach Box 2, and the count must stay exact
+ * through bursts. The stats derive frees from what the caches and Box 2
+ * hold, so a miscount shows as a wrong live count. */
+static struct hak_stats snap_c;
+
+static void live_is(size_t n, uint64_t want, const char *when)
+{
+    snap(&snap_b);
+    uint64_t live = row_for(&snap_b, n)->live_blocks - row_for(&snap_c, n)->live_blocks;
+    cr_assert_eq(live, want, "%zu B, %s: %llu live, %llu held", n, when, (unsigned long long)live,
+                 (unsigned long long)want);
+}
+
+static void *pairs_and_bursts(void *arg)
+{
+    enum { N = 2000 };
+    static void *p[N];
+    size_t n = *(size_t *)arg;
+    void *q = hak_malloc(n);
+    snap(&snap_a);
+    live_is(n, 1, "after the first malloc");
+    for (int i = 0; i < 100000; i++) {
+        hak_free(q);
+        cr_assert_not_null(q = hak_malloc(n));
+    }
+    snap(&snap_b);
+    const struct hak_stats_class *a = row_for(&snap_a, n), *b = row_for(&snap_b, n);
+    cr_assert_eq(b->refills, a->refills, "%zu B: the loop refilled", n);
+    cr_assert_eq(b->flushes, a->flushes, "%zu B: the loop flushed", n);
+    cr_assert_eq(b->cached_blocks, a->cached_blocks, "%zu B: %llu cached, was %llu", n,
+                 (unsigned long long)b->cached_blocks, (unsigned long long)a->cached_blocks);
+    live_is(n, 1, "after the loop");
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++)
+            cr_assert_not_null(p[i] = hak_malloc(n));
+        live_is(n, N + 1, "after a burst of mallocs");
+        for (int i = 0; i < N; i++)
+            hak_free(p[i]);
+        snap(&snap_b);
+        b = row_for(&snap_b, n);
+        if (b->cap) { /* -Dpool_tls=false: mid classes have no cache */
+            cr_assert_gt(b->flushes, a->flushes, "%zu B: %d frees never flushed", n, N);
+            cr_assert_leq(b->cached_blocks, b->cap, "%zu B: %llu cached over the cap %u", n,
+                          (unsigned long long)b->cached_blocks, (unsigned)b->cap);
+            cr_assert_gt(b->cached_blocks, 0, "%zu B: the flush kept nothing", n);
+        }
+        live_is(n, 1, "after a burst of frees");
+    }
+    hak_free(q);
+    return NULL;
+}
+
+Test(stats, the_thread_cache_count_stays_exact)
+{
+    static const size_t ns[] = {40, 200, 3000};
+    for (unsigned i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        pthread_t t;
+        size_t n = ns[i];
+        snap(&snap_c);
+        cr_assert_eq(pthread_create(&t, NULL, pairs_and_bursts, &n), 0);
+        pthread_join(t, NULL);
+        live_is(n, 0, "after the thread's exit");
+    }
+}
+
 static void *alloc_many(void *arg)
 {
     void **p = arg;

@@ -55,6 +55,8 @@ void *hk_tls_refill(unsigned c);
 void hk_tls_overflow(unsigned c, void *p);
 /* Gives this thread's cached blocks back to Box 2 (malloc_trim, thread exit). */
 void hk_tls_drain(void);
+/* The blocks of class c on the calling thread's list. */
+unsigned hk_tls_held(unsigned c);
 
 /* Settings and process setup, once, before any thread cache exists and
  * outside any lock: the thread-exit key. */

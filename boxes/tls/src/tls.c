@@ -223,6 +223,8 @@ void hk_tls_overflow(unsigned c, void *p)
     hk_tls_push(c, p);
 }
 
+unsigned hk_tls_held(unsigned c) { return hk_tls.state == HK_TLS_LIVE ? (unsigned)(hk_tls.cap[c] - hk_tls.room[c]) : 0; }
+
 void hk_tls_drain(void)
 {
     if (hk_tls.state != HK_TLS_LIVE)
