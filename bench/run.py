@@ -23,7 +23,8 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-fno-builtin-malloc", "-fno-builtin-free",
           "-fno-builtin-calloc", "-fno-builtin-realloc", "-pthread"]
 PROGRAMS = ["bench_pair", "bench_loop", "bench_threads", "bench_prodcons", "bench_churn", "bench_realloc", "bench_frag",
-            "bench_falseshare", "bench_phase", "bench_randaccess", "bench_manythreads"]
+            "bench_falseshare", "bench_phase", "bench_randaccess", "bench_manythreads", "bench_burst", "bench_queue",
+            "bench_handoff", "bench_small"]
 
 # Peers: name -> sonames to look for (ldconfig -p first, then a glob of the usual lib dirs,
 # then a source build made by `meson setup -Dbench_peers=enabled` through subprojects/*.wrap).
@@ -44,7 +45,9 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # bench_prodcons: items min max producers consumers;  bench_churn: threads concurrent blocks;  bench_realloc: rounds
 # bench_frag: MiB_per_round rounds min_size passes;  bench_falseshare: writes_per_thread size objects
 # bench_phase: small_iters mid_iters idle_ms;  bench_randaccess: live_MiB object_size accesses
-# bench_manythreads: threads blocks_per_thread
+# bench_manythreads: threads blocks_per_thread;  bench_burst: allocations [size n] (0 or absent = cycle)
+# bench_queue: items producers consumers;  bench_handoff: generations ops_per_generation slots
+# bench_small: live_bytes (up to 200: one block)
 # A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
 # (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
 # (a value None removes the variable); options["explicit"] runs it only when --only names it.
@@ -64,22 +67,32 @@ WORKLOADS = [
     ("loop_32769_262144",     "bench_loop",     [32769, 262144, 16, 1_000_000],   [32769, 262144, 16, 100_000]),
     ("loop_32769_262144_t2",  "bench_loop",     [32769, 262144, 16, 500_000, 2],  [32769, 262144, 16, 50_000, 2]),
     ("loop_1048577_8388608",  "bench_loop",     [1048577, 8388608, 64, 40_000],   [1048577, 8388608, 64, 10_000]),
+    # Build a structure of N same-size blocks, free it (half oldest first, half newest first), again.
+    ("bursts",                "bench_burst",    [40_000_000],                     [4_000_000]),
     ("threads_1",             "bench_threads",  [1, 1024, 6_000_000],             [1, 1024, 1_000_000]),
     ("threads_2",             "bench_threads",  [2, 1024, 3_000_000],             [2, 1024, 500_000]),
     ("threads_4",             "bench_threads",  [4, 1024, 1_500_000],             [4, 1024, 250_000]),
     ("prodcons_1to1",         "bench_prodcons", [2_000_000, 8, 1024, 1, 1],       [500_000, 8, 1024, 1, 1]),
     ("prodcons_1to3",         "bench_prodcons", [2_000_000, 8, 1024, 1, 3],       [500_000, 8, 1024, 1, 3]),
     ("prodcons_3to1",         "bench_prodcons", [2_000_000, 8, 1024, 3, 1],       [500_000, 8, 1024, 3, 1]),
+    # A mutex/condvar work queue of 16-4000 B blocks, every byte written and checked.
+    ("queue_1to1",            "bench_queue",    [2_000_000, 1, 1],                [200_000, 1, 1]),
+    ("queue_2to2",            "bench_queue",    [2_000_000, 2, 2],                [200_000, 2, 2]),
     ("churn_1",               "bench_churn",    [2000, 1, 100],                   [500, 1, 100]),
     ("churn_2",               "bench_churn",    [2000, 2, 100],                   [500, 2, 100]),
     ("churn_4",               "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
     # 1,000 threads alive at once, 64 blocks each (a thread-per-connection server): RSS per thread.
     ("manythreads_1000",      "bench_manythreads", [1000, 64],                    [200, 64]),
+    # One worker at a time replaces blocks of a shared live set, then exits and hands it to the next.
+    ("handoff",               "bench_handoff",  [40, 250_000, 4096],              [40, 25_000, 4096]),
     ("realloc",               "bench_realloc",  [4, 8 << 20, 2 << 20],            [1, 8 << 20, 2 << 20]),
     ("frag",                  "bench_frag",     [6, 10, 16, 1],                   [2, 10, 16, 1]),
     ("falseshare_16",         "bench_falseshare", [100_000_000, 16, 64],          [10_000_000, 16, 64]),
     ("falseshare_48",         "bench_falseshare", [100_000_000, 48, 64],          [10_000_000, 48, 64]),
     ("phase",                 "bench_phase",    [1_500_000, 40_000, 1000],        [500_000, 20_000, 200]),
+    # Small programs: 100 B, and 2 MiB of 16-200 B blocks (half freed); their point is peak RSS.
+    ("small_100",             "bench_small",    [100],                            [100]),
+    ("small_2mb",             "bench_small",    [2_097_152],                      [2_097_152]),
     # A pointer chase through a live set far beyond the TLB's reach with 4 KiB pages (the case 2 MiB
     # pages are for). 256 MiB keeps a run near 3 s; the 1 GiB one (~12 s a run) runs when --only names it.
     ("randaccess_256m",       "bench_randaccess", [256, 64, 3_000_000],           [32, 64, 300_000]),
