@@ -15,7 +15,7 @@ typedef struct hk_tls {
     void *head[HK_NCLASS];     /* LIFO list; word 0 of a block links the next */
     uint16_t room[HK_NCLASS];  /* frees accepted before the list must flush */
     uint16_t cap[HK_NCLASS];   /* cap in force since the last refill/flush */
-    uint32_t mid_cap_bytes;    /* sum of cap x size over the mid classes */
+    uint32_t cap_bytes;        /* sum of cap x size over the cached classes */
     uint32_t epoch;            /* hk_refill_purge_epoch at the last slow path */
     uint8_t state;
     /* This thread's allocation counts per class, in a record hakmem maps
@@ -63,6 +63,7 @@ unsigned hk_tls_held(unsigned c);
 typedef struct hk_tls_config {
     size_t mid_bytes;    /* HAKMEM_THREAD_MID_BYTES: the 1-32 KiB classes' caps together */
     size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: held medium blocks (0: none) */
+    bool grow;           /* caps follow each thread's bursts (off while Box 3 learns caps) */
     void (*exit_hook)(void); /* called last at a thread's exit, no lock held; or NULL */
 } hk_tls_config_t;
 void hk_tls_configure(const hk_tls_config_t *cfg);

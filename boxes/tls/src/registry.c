@@ -15,8 +15,11 @@ static hk_tls_rec_t *rec_new(void)
     hk_tls_rec_t *r = spare_recs;
     if (r) {
         spare_recs = r->next;
-        for (unsigned c = 0; c < HK_NCLASS; c++)
+        for (unsigned c = 0; c < HK_NCLASS; c++) {
             r->allocs[c] = 0;
+            r->grow[c] = r->turned[c] = r->used[c] = 0;
+            r->refill_at[c] = 0;
+        }
         /* A record retired in a fork child may list blocks its thread held:
          * they stay allocated there, as that thread's small caches do. */
         for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {

@@ -1,4 +1,4 @@
-/* tls.c — Box 1's slow half: thread start and exit, refill on a miss, flush on overflow, and the give-back of a whole cache. */
+/* tls.c — Box 1's slow half: thread start and exit, refill on a miss, flush on overflow, caps that follow the thread, and the give-back of a whole cache. */
 #include "tls_internal.h"
 
 #include <pthread.h>
@@ -7,7 +7,8 @@ __thread hk_tls_t hk_tls __attribute__((tls_model("initial-exec")));
 bool hk_tls_exit_key_ok;
 
 static pthread_key_t exit_key;
-static size_t mid_bytes = 16u << 20; /* HAKMEM_THREAD_MID_BYTES */
+static size_t cache_bytes = 16u << 20; /* HAKMEM_THREAD_MID_BYTES */
+static bool grow = true;
 
 static void (*exit_hook)(void);
 
@@ -27,7 +28,8 @@ static void thread_exit(void *arg)
 
 void hk_tls_configure(const hk_tls_config_t *cfg)
 {
-    mid_bytes = cfg->mid_bytes;
+    cache_bytes = cfg->mid_bytes;
+    grow = cfg->grow;
     hk_tls_medium_bytes = cfg->medium_bytes;
     exit_hook = cfg->exit_hook;
     if (pthread_key_create(&exit_key, thread_exit) == 0)
@@ -46,6 +48,7 @@ void hk_tls_start(void)
     for (unsigned c = 1; c <= HK_TINY_LAST; c++) {
         hk_tls.cap[c] = (uint16_t)hk_refill_limits(c).cap;
         hk_tls.room[c] = hk_tls.cap[c];
+        hk_tls.cap_bytes += hk_tls.cap[c] * hk_class_size[c];
     }
     /* Before any hit can count. */
     hk_tls.count = hk_tls_exit_key_ok ? hk_tls_rec_claim() : hk_tls_shared_rec.allocs;
@@ -57,34 +60,88 @@ void hk_tls_start(void)
         pthread_setspecific(exit_key, (void *)1);
 }
 
+/* ---- caps that follow the thread ------------------------------------------
+ * A list that went from empty to full in one burst (a refill, then a flush
+ * with the list at its cap, fewer than cap mallocs in between) serves
+ * bursts bigger than its cap: the thread doubles its cap for the class, up
+ * to GROW_CLASS_BYTES of blocks, and while what it grew all its classes by
+ * stays within GROW_THREAD_BYTES and the caps of all of them within the
+ * thread's budget (cache_bytes). A random walk of the list length reaches
+ * both ends too, after ~cap^2/4 operations: not a burst. A class
+ * with no slow path between two purge passes halves again, and an idle
+ * thread's caps go back to the policy's with its blocks. The policy's cap
+ * is the floor; its batch too. docs/design.md, "Caps that follow the
+ * thread", has the reasoning and docs/performance.md the measurements. */
+#define GROW_CLASS_BYTES (128u << 10)
+#define GROW_THREAD_BYTES (1u << 20) /* what an idle thread may pin over the policy's caps */
+#define GROW_MAX_SHIFT 8
+
+static unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
+static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
+
+/* The most a grown cap may be for class c over the policy's cap. */
+static unsigned grow_most(unsigned c, unsigned base)
+{
+    return umax(base, umin(GROW_CLASS_BYTES / hk_class_size[c], 0x7fff));
+}
+
 /* Takes the policy's cap for class c from Box 2 (contract B: a new
- * parameter applies at a refill or flush) with the batch, and, for a mid
- * class, trims the cap so that the caps of all mid classes together hold at
- * most mid_bytes: what a thread can park is bounded in bytes, not only in
- * blocks. Returns the cap in force and the batch. */
-static hk_limits_t set_cap(unsigned c)
+ * parameter applies at a refill or flush) with the batch, doubled as often
+ * as this thread grew the class, and trims it so that the caps of all
+ * classes together hold at most cache_bytes (a tiny class never below the
+ * policy's cap): what a thread can park is bounded in bytes, not only in
+ * blocks. Returns the cap in force and the policy's batch (what Box 2's
+ * exchange is cut in); *move is what to move to or from Box 2 at a time:
+ * the batch, or half a grown cap. */
+static hk_limits_t set_cap(unsigned c, unsigned *move)
 {
     hk_limits_t lim = hk_refill_limits(c);
 #if !HK_POOL_TLS
     if (c > CACHED_LAST) {
         hk_tls.cap[c] = 0;
         lim.cap = 0;
+        *move = lim.batch;
         return lim;
     }
 #endif
-    unsigned cap = lim.cap;
-    if (c > HK_TINY_LAST) {
-        size_t size = hk_class_size[c];
-        size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
-        size_t budget = mid_bytes;
-        size_t allowed = budget > others ? (budget - others) / size : 0;
-        if (cap > allowed)
-            cap = (unsigned)allowed;
-        hk_tls.mid_cap_bytes = (uint32_t)(others + cap * size);
-    }
+    unsigned base = lim.cap, cap = base;
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (r && r->grow[c] && base)
+        cap = umin(base << umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
+    size_t size = hk_class_size[c];
+    size_t others = hk_tls.cap_bytes - hk_tls.cap[c] * size;
+    size_t allowed = cache_bytes > others ? (cache_bytes - others) / size : 0;
+    unsigned floor = c <= HK_TINY_LAST ? base : 0;
+    if (cap > allowed)
+        cap = umax((unsigned)allowed, floor);
+    hk_tls.cap_bytes = (uint32_t)(others + cap * size);
     hk_tls.cap[c] = (uint16_t)cap;
     lim.cap = cap;
+    *move = cap > base ? umax(lim.batch, cap / 2) : lim.batch;
     return lim;
+}
+
+/* At a flush of a full list: a refill since the last flush means the list
+ * went from empty to full, so the thread's bursts of the class are bigger
+ * than its cap. True when the cap may double (set_cap then grows it). */
+static bool grow_on_turn(unsigned c)
+{
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (!r || !r->turned[c] || !grow)
+        return false;
+    r->turned[c] = 0;
+    unsigned base = hk_refill_limits(c).cap, cap = hk_tls.cap[c];
+    if (!base || cap >= grow_most(c, base) || r->grow[c] >= GROW_MAX_SHIFT ||
+        (uint32_t)r->allocs[c] - r->refill_at[c] > cap)
+        return false;
+    size_t size = hk_class_size[c], grown = 0;
+    for (unsigned d = 1; d < HK_NCLASS; d++)
+        if (r->grow[d])
+            grown += (hk_tls.cap[d] - umin(hk_tls.cap[d], hk_refill_limits(d).cap)) * hk_class_size[d];
+    if (grown + cap * size > GROW_THREAD_BYTES || hk_tls.cap_bytes + cap * size > cache_bytes)
+        return false; /* no budget left to double it */
+    r->grow[c]++;
+    return true;
 }
 
 /* Detaches the first k blocks of class c's list. */
@@ -137,9 +194,44 @@ static void free_uncached(unsigned c, void *p)
 void hk_tls_trim_if_idle(void)
 {
     unsigned epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
-    if (epoch - hk_tls.epoch >= HK_IDLE_EPOCHS)
-        hk_tls_drain();
+    if (epoch == hk_tls.epoch)
+        return;
+    bool idle = epoch - hk_tls.epoch >= HK_IDLE_EPOCHS;
     hk_tls.epoch = epoch;
+    if (idle)
+        hk_tls_drain();
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (!r)
+        return;
+    /* A purge pass went by: grown classes without a slow path since the
+     * last one halve (all of them when the thread was idle), and what their
+     * lists hold over the new cap goes back. */
+    for (unsigned c = 1; c < HK_NCLASS; c++) {
+        if (r->grow[c] && (idle || !r->used[c])) {
+            r->grow[c] = idle ? 0 : r->grow[c] - 1;
+            unsigned held = hk_tls.cap[c] - hk_tls.room[c];
+            unsigned move;
+            hk_limits_t lim = set_cap(c, &move);
+            unsigned k = held > lim.cap ? held - lim.cap : 0;
+            if (k)
+                hk_refill_flush(c, cut(c, k), k, hk_refill_limits(c).batch);
+            hk_tls.room[c] = (uint16_t)(lim.cap - (held - k));
+        }
+        r->used[c] = 0;
+    }
+}
+
+/* A slow path of class c ran: it is in use, and a refill is half a turn. */
+static void note_use(unsigned c, bool refill)
+{
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (r) {
+        r->used[c] = 1;
+        if (refill) {
+            r->turned[c] = 1;
+            r->refill_at[c] = (uint32_t)r->allocs[c];
+        }
+    }
 }
 
 void *hk_tls_refill(unsigned c)
@@ -155,7 +247,9 @@ void *hk_tls_refill(unsigned c)
             return hk_tls_pop(c);
         }
     }
-    hk_limits_t lim = set_cap(c); /* the list is empty: count 0, room = cap */
+    note_use(c, true);
+    unsigned move;
+    hk_limits_t lim = set_cap(c, &move); /* the list is empty: count 0, room = cap */
     unsigned cap = lim.cap, batch = lim.batch;
     hk_tls.room[c] = (uint16_t)cap;
     if (cap == 0)
@@ -164,7 +258,7 @@ void *hk_tls_refill(unsigned c)
      * class (at least 4), so a thread that touches a class once does not
      * park a whole batch of it (thousands of threads each touching dozens
      * of classes paid ~220 KiB apiece); the batch is reached by doubling. */
-    unsigned want = batch < cap ? batch : cap;
+    unsigned want = umin(move, cap);
     uint64_t used = hk_tls.count[c];
     if (used < want) {
         unsigned least = want < 4 ? want : 4;
@@ -204,15 +298,24 @@ void hk_tls_overflow(unsigned c, void *p)
         if (hk_tls_push(c, p))
             return;
     }
-    /* The list is full: send at least a batch to Box 2 in one move, and as
-     * much as the new cap requires. */
+    /* The list is full: grow it if it went from empty to full since the
+     * last flush, or send at least a batch to Box 2 in one move, and as much
+     * as the new cap requires. */
     unsigned held = hk_tls.cap[c];
-    hk_limits_t lim = set_cap(c);
+    note_use(c, false);
+    bool grew = grow_on_turn(c);
+    unsigned move;
+    hk_limits_t lim = set_cap(c, &move);
     unsigned cap = lim.cap, batch = lim.batch;
+    if (grew && cap > held) {
+        hk_tls.room[c] = (uint16_t)(cap - held);
+        hk_tls_push(c, p);
+        return;
+    }
     unsigned keep = cap ? cap - 1 : 0;
     unsigned k = held > keep ? held - keep : 0;
-    if (k < batch)
-        k = batch < held ? batch : held;
+    if (k < move)
+        k = move < held ? move : held;
     if (k)
         hk_refill_flush(c, cut(c, k), k, batch);
     hk_tls.room[c] = (uint16_t)(cap - (held - k));

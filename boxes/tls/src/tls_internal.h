@@ -11,6 +11,13 @@
  * on the line of the next thread's 16-48 B counters). */
 typedef struct hk_tls_rec {
     uint64_t allocs[HK_NCLASS];
+    /* Per class: how often the cap was doubled for this thread, whether the
+     * list refilled since it last flushed, the allocation count at that
+     * refill (a list that then runs full within a cap's worth of mallocs
+     * went from empty to full in one burst), and whether a slow path of it
+     * ran since the last purge pass (tls.c, "Caps that follow the thread"). */
+    uint8_t grow[HK_NCLASS], turned[HK_NCLASS], used[HK_NCLASS];
+    uint32_t refill_at[HK_NCLASS];
     /* Medium blocks held for reuse (no lock, nothing written into them),
      * a short stack per class, and what the thread took from them. */
     uintptr_t mheld[HK_MEDIUM_HELD_CLASSES][HK_TLS_MEDIUM_DEPTH]; /* Box 2's tickets */
