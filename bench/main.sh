@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job: installs what it needs, builds hakmem, and runs the side-by-side benchmark against glibc, jemalloc, mimalloc and tcmalloc.
 #
-#   bash bench/main.sh            # the default suite (4-8 min on 2 cores), prints the table
+#   bash bench/main.sh            # the default suite (about 10 min on 2 cores), prints the table
 #   bash bench/main.sh --quick    # any run.py flags pass through
 set -eu
 cd "$(dirname "$0")/.."

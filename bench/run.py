@@ -77,7 +77,7 @@ WORKLOADS = [
     ("prodcons_3to1",         "bench_prodcons", [2_000_000, 8, 1024, 3, 1],       [500_000, 8, 1024, 3, 1]),
     # A mutex/condvar work queue of 16-4000 B blocks, every byte written and checked.
     ("queue_1to1",            "bench_queue",    [2_000_000, 1, 1],                [200_000, 1, 1]),
-    ("queue_2to2",            "bench_queue",    [2_000_000, 2, 2],                [200_000, 2, 2]),
+    ("queue_2to2",            "bench_queue",    [500_000, 2, 2],                  [100_000, 2, 2]),
     ("churn_1",               "bench_churn",    [2000, 1, 100],                   [500, 1, 100]),
     ("churn_2",               "bench_churn",    [2000, 2, 100],                   [500, 2, 100]),
     ("churn_4",               "bench_churn",    [2000, 4, 100],                   [500, 4, 100]),
