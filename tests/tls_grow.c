@@ -27,6 +27,15 @@ static const struct hak_stats_class *row(const struct hak_stats *st, size_t n)
     FAIL("no row for %zu B", n);
 }
 
+/* The list walked, to check the count the sweep leaves behind. */
+static unsigned walk(unsigned c)
+{
+    unsigned n = 0;
+    for (void *b = hk_tls.head[c]; b; b = hk_link_get(b))
+        n++;
+    return n;
+}
+
 static struct hak_stats snap(void)
 {
     struct hak_stats st = {.version = HAK_STATS_VERSION};
@@ -186,13 +195,15 @@ static void *shrinks(void *arg)
     unsigned halved = hk_tls.cap[c];
     printf("32 B: cap %u grown (%u held), %u after a pass unused (%u held; policy %u)\n", grown, held, halved,
            hk_tls_held(c), policy);
-    if (grown <= policy || halved != grown / 2 || held <= halved || hk_tls_held(c) > halved)
-        FAIL("32 B: cap %u grown, %u after a pass (held %u, before %u)", grown, halved, hk_tls_held(c), held);
+    if (grown <= policy || halved != grown / 2 || held <= halved || hk_tls_held(c) > halved ||
+        walk(c) != hk_tls_held(c))
+        FAIL("32 B: cap %u grown, %u after a pass (held %u, on the list %u, before %u)", grown, halved,
+             hk_tls_held(c), walk(c), held);
     pass();
     pass();
     burst(other, 200); /* two passes since the last slow path: idle */
     printf("32 B: cap %u after going idle (%u held)\n", hk_tls.cap[c], hk_tls_held(c));
-    if (hk_tls.cap[c] != policy || hk_tls_held(c) != 0)
+    if (hk_tls.cap[c] != policy || hk_tls_held(c) != 0 || walk(c) != 0)
         FAIL("32 B: cap %u, %u held after going idle (policy %u)", hk_tls.cap[c], hk_tls_held(c), policy);
     return NULL;
 }

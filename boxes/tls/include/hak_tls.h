@@ -15,7 +15,7 @@ typedef struct hk_tls {
     void *head[HK_NCLASS];     /* LIFO list; word 0 of a block links the next */
     uint16_t room[HK_NCLASS];  /* frees accepted before the list must flush */
     uint16_t cap[HK_NCLASS];   /* cap in force since the last refill/flush */
-    uint32_t cap_bytes;        /* sum of cap x size over the cached classes */
+    uint32_t mid_cap_bytes;    /* sum of cap x size over the mid classes */
     uint32_t epoch;            /* hk_refill_purge_epoch at the last slow path */
     uint8_t state;
     /* This thread's allocation counts per class, in a record hakmem maps

@@ -48,7 +48,6 @@ void hk_tls_start(void)
     for (unsigned c = 1; c <= HK_TINY_LAST; c++) {
         hk_tls.cap[c] = (uint16_t)hk_refill_limits(c).cap;
         hk_tls.room[c] = hk_tls.cap[c];
-        hk_tls.cap_bytes += hk_tls.cap[c] * hk_class_size[c];
     }
     /* Before any hit can count. */
     hk_tls.count = hk_tls_exit_key_ok ? hk_tls_rec_claim() : hk_tls_shared_rec.allocs;
@@ -65,8 +64,8 @@ void hk_tls_start(void)
  * with the list at its cap, fewer than cap mallocs in between) serves
  * bursts bigger than its cap: the thread doubles its cap for the class, up
  * to GROW_CLASS_BYTES of blocks, and while what it grew all its classes by
- * stays within GROW_THREAD_BYTES and the caps of all of them within the
- * thread's budget (cache_bytes). A random walk of the list length reaches
+ * stays within GROW_THREAD_BYTES and, with the mid classes' caps, within
+ * the thread's budget (cache_bytes). A random walk of the list length reaches
  * both ends too, after ~cap^2/4 operations: not a burst. A class
  * with no slow path between two purge passes halves again, and an idle
  * thread's caps go back to the policy's with its blocks. The policy's cap
@@ -87,10 +86,10 @@ static unsigned grow_most(unsigned c, unsigned base)
 
 /* Takes the policy's cap for class c from Box 2 (contract B: a new
  * parameter applies at a refill or flush) with the batch, doubled as often
- * as this thread grew the class, and trims it so that the caps of all
- * classes together hold at most cache_bytes (a tiny class never below the
- * policy's cap): what a thread can park is bounded in bytes, not only in
- * blocks. Returns the cap in force and the policy's batch (what Box 2's
+ * as this thread grew the class, and, for a mid class, trims the cap so
+ * that the caps of all mid classes together hold at most cache_bytes: what
+ * a thread can park is bounded in bytes, not only in blocks (tiny classes'
+ * growth is checked against the same budget where it is decided). Returns the cap in force and the policy's batch (what Box 2's
  * exchange is cut in); *move is what to move to or from Box 2 at a time:
  * the batch, or half a grown cap. */
 static hk_limits_t set_cap(unsigned c, unsigned *move)
@@ -108,13 +107,14 @@ static hk_limits_t set_cap(unsigned c, unsigned *move)
     hk_tls_rec_t *r = hk_tls_own_rec();
     if (r && r->grow[c] && base)
         cap = umin(base << umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
-    size_t size = hk_class_size[c];
-    size_t others = hk_tls.cap_bytes - hk_tls.cap[c] * size;
-    size_t allowed = cache_bytes > others ? (cache_bytes - others) / size : 0;
-    unsigned floor = c <= HK_TINY_LAST ? base : 0;
-    if (cap > allowed)
-        cap = umax((unsigned)allowed, floor);
-    hk_tls.cap_bytes = (uint32_t)(others + cap * size);
+    if (c > HK_TINY_LAST) {
+        size_t size = hk_class_size[c];
+        size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
+        size_t allowed = cache_bytes > others ? (cache_bytes - others) / size : 0;
+        if (cap > allowed)
+            cap = (unsigned)allowed;
+        hk_tls.mid_cap_bytes = (uint32_t)(others + cap * size);
+    }
     hk_tls.cap[c] = (uint16_t)cap;
     lim.cap = cap;
     *move = cap > base ? umax(lim.batch, cap / 2) : lim.batch;
@@ -138,7 +138,8 @@ static bool grow_on_turn(unsigned c)
     for (unsigned d = 1; d < HK_NCLASS; d++)
         if (r->grow[d])
             grown += (hk_tls.cap[d] - umin(hk_tls.cap[d], hk_refill_limits(d).cap)) * hk_class_size[d];
-    if (grown + cap * size > GROW_THREAD_BYTES || hk_tls.cap_bytes + cap * size > cache_bytes)
+    /* (mid classes' growth is in both sums: the check errs on the safe side) */
+    if (grown + cap * size > GROW_THREAD_BYTES || hk_tls.mid_cap_bytes + grown + cap * size > cache_bytes)
         return false; /* no budget left to double it */
     r->grow[c]++;
     return true;
