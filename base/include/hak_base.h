@@ -41,6 +41,8 @@
 #endif
 
 HK_INLINE size_t hk_align_up(size_t n, size_t a) { return (n + a - 1) & ~(a - 1); }
+HK_INLINE unsigned hk_umin(unsigned a, unsigned b) { return a < b ? a : b; }
+HK_INLINE unsigned hk_umax(unsigned a, unsigned b) { return a > b ? a : b; }
 HK_INLINE bool hk_is_pow2(size_t a) { return a && !(a & (a - 1)); }
 
 /* Test-and-test-and-set lock: critical sections here are batch moves of a

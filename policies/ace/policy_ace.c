@@ -216,9 +216,6 @@ static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *w
 
 /* ---- the learner -------------------------------------------------------- */
 
-static unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
-static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
-
 /* Judges class c from its window: refills, flushes, turns (a refill right
  * after a flush in the same ring, or the reverse: a list went from full to
  * empty or back), runs (the same kind twice in a ring) and exits.
@@ -227,13 +224,13 @@ static void judge(unsigned c, uint32_t now)
 {
     unsigned r = win[c].refills, f = win[c].flushes, t = win[c].turns, d = win[c].drains;
     unsigned fcap = fixed_w[c] >> 16, fbatch = fixed_w[c] & 0xffff;
-    unsigned most = umax(fcap, umin(umin(GROW_MAX * fcap, GROW_BYTES / hk_class_size[c]), 0xffff));
+    unsigned most = hk_umax(fcap, hk_umin(hk_umin(GROW_MAX * fcap, GROW_BYTES / hk_class_size[c]), 0xffff));
     uint32_t old = __atomic_load_n(&pub[c], __ATOMIC_RELAXED);
     unsigned cap = old >> 16, batch = old & 0xffff;
     if (!fixed_w[c]) /* an event from a nested malloc during hk_init */
         return;
     unsigned ncap = cap, nbatch = batch;
-    unsigned grown = umax(umin(umax(batch, fbatch) * 2, most / 2), 1); /* a batch doubled */
+    unsigned grown = hk_umax(hk_umin(hk_umax(batch, fbatch) * 2, most / 2), 1); /* a batch doubled */
     const char *why = NULL;
     bool short_lived = d * 4 >= r + f;
     if (short_lived) {
@@ -241,7 +238,7 @@ static void judge(unsigned c, uint32_t now)
          * too short to use a batch, so a smaller one is carved, touched and
          * handed back for nothing less often. */
         win[c].consumer_since = 0;
-        nbatch = umax(fbatch / 2, 2);
+        nbatch = hk_umax(fbatch / 2, 2);
         ncap = fcap;
         why = "short-lived threads";
     } else if (t * 4 >= r + f) {
@@ -249,7 +246,7 @@ static void judge(unsigned c, uint32_t now)
          * needs ~(cap/2)^2 steps to reach either end: doubling the cap cuts
          * those misses by four. */
         win[c].consumer_since = 0;
-        ncap = umin(umax(cap, fcap) * 2, most);
+        ncap = hk_umin(hk_umax(cap, fcap) * 2, most);
         nbatch = ncap / 2;
         why = "churn";
     } else if (win[c].rruns * 4 >= r + f && win[c].fruns * 4 >= r + f) {
@@ -258,7 +255,7 @@ static void judge(unsigned c, uint32_t now)
          * exchange in batches. A bigger batch halves both sides' trips. */
         win[c].consumer_since = 0;
         nbatch = grown;
-        ncap = umax(fcap, nbatch);
+        ncap = hk_umax(fcap, nbatch);
         why = "pipeline";
     } else if (f >= 4 * r) {
         /* Frees alone: the cache is only a waiting room, and whatever it
@@ -269,7 +266,7 @@ static void judge(unsigned c, uint32_t now)
         if (!win[c].consumer_since)
             win[c].consumer_since = now | 1;
         bool sustained = (now | 1) - win[c].consumer_since >= SUSTAIN_MS;
-        ncap = nbatch = sustained ? fbatch : umax(fbatch / 2, 2);
+        ncap = nbatch = sustained ? fbatch : hk_umax(fbatch / 2, 2);
         why = sustained ? "steady consumer" : "consumer";
     } else if (r >= 4 * f && d == 0) {
         /* Mallocs alone, by threads that stay: each refill serves `batch`
@@ -277,13 +274,13 @@ static void judge(unsigned c, uint32_t now)
          * used at once. */
         win[c].consumer_since = 0;
         nbatch = grown;
-        ncap = umax(umax(cap, fcap), nbatch);
+        ncap = hk_umax(hk_umax(cap, fcap), nbatch);
         why = "producer";
     } else {
         win[c].consumer_since = 0;
     }
     /* Any other verdict makes every ring heard again at once. */
-    settled[c] = short_lived ? (uint8_t)umin(settled[c] + 1u, SETTLED) : 0;
+    settled[c] = short_lived ? (uint8_t)hk_umin(settled[c] + 1u, SETTLED) : 0;
     if (!short_lived)
         __atomic_store_n(&deaf[c], 0, __ATOMIC_RELAXED);
     uint32_t neww = (uint32_t)ncap << 16 | nbatch;

@@ -75,13 +75,10 @@ void hk_tls_start(void)
 #define GROW_THREAD_BYTES (1u << 20) /* what an idle thread may pin over the policy's caps */
 #define GROW_MAX_SHIFT 8
 
-static unsigned umin(unsigned a, unsigned b) { return a < b ? a : b; }
-static unsigned umax(unsigned a, unsigned b) { return a > b ? a : b; }
-
 /* The most a grown cap may be for class c over the policy's cap. */
 static unsigned grow_most(unsigned c, unsigned base)
 {
-    return umax(base, umin(GROW_CLASS_BYTES / hk_class_size[c], 0x7fff));
+    return hk_umax(base, hk_umin(GROW_CLASS_BYTES / hk_class_size[c], 0x7fff));
 }
 
 /* Takes the policy's cap for class c from Box 2 (contract B: a new
@@ -106,7 +103,7 @@ static hk_limits_t set_cap(unsigned c, unsigned *move)
     unsigned base = lim.cap, cap = base;
     hk_tls_rec_t *r = hk_tls_own_rec();
     if (r && r->grow[c] && base)
-        cap = umin(base << umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
+        cap = hk_umin(base << hk_umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
     if (c > HK_TINY_LAST) {
         size_t size = hk_class_size[c];
         size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
@@ -117,7 +114,7 @@ static hk_limits_t set_cap(unsigned c, unsigned *move)
     }
     hk_tls.cap[c] = (uint16_t)cap;
     lim.cap = cap;
-    *move = cap > base ? umax(lim.batch, cap / 2) : lim.batch;
+    *move = cap > base ? hk_umax(lim.batch, cap / 2) : lim.batch;
     return lim;
 }
 
@@ -137,7 +134,7 @@ static bool grow_on_turn(unsigned c)
     size_t size = hk_class_size[c], grown = 0;
     for (unsigned d = 1; d < HK_NCLASS; d++)
         if (r->grow[d])
-            grown += (hk_tls.cap[d] - umin(hk_tls.cap[d], hk_refill_limits(d).cap)) * hk_class_size[d];
+            grown += (hk_tls.cap[d] - hk_umin(hk_tls.cap[d], hk_refill_limits(d).cap)) * hk_class_size[d];
     /* (mid classes' growth is in both sums: the check errs on the safe side) */
     if (grown + cap * size > GROW_THREAD_BYTES || hk_tls.mid_cap_bytes + grown + cap * size > cache_bytes)
         return false; /* no budget left to double it */
@@ -259,7 +256,7 @@ void *hk_tls_refill(unsigned c)
      * class (at least 4), so a thread that touches a class once does not
      * park a whole batch of it (thousands of threads each touching dozens
      * of classes paid ~220 KiB apiece); the batch is reached by doubling. */
-    unsigned want = umin(move, cap);
+    unsigned want = hk_umin(move, cap);
     uint64_t used = hk_tls.count[c];
     if (used < want) {
         unsigned least = want < 4 ? want : 4;
