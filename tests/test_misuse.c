@@ -164,7 +164,8 @@ Test(misuse, double_free_100k) { expect_bad_free(100 * 1024, 0, 1, "hakmem: doub
 Test(misuse, double_free_large) { expect_bad_free(4 << 20, 0, 1, "hakmem: double free(0x"); }
 
 /* Medium blocks of up to 256 KiB wait in the freeing thread's cache (two a
- * class); a second free must abort wherever the first one put the block. */
+ * class at first, one more each time the class is full after a miss); a
+ * second free must abort wherever the first one put the block. */
 enum { HELD = 100 * 1024, HELD_CLASS = 104 * 1024 /* the class serving HELD */ };
 
 /* The first free reaches the slab (the class's cache is full), a hit makes
@@ -172,14 +173,15 @@ enum { HELD = 100 * 1024, HELD_CLASS = 104 * 1024 /* the class serving HELD */ }
 static void do_double_free_slab_then_cache(void *arg)
 {
     (void)arg;
-    char *a = hak_malloc(HELD), *b = hak_malloc(HELD), *c = hak_malloc(HELD); /* the cache is empty now */
+    char *a = hak_malloc(HELD), *b = hak_malloc(HELD), *c = hak_malloc(HELD), *d = hak_malloc(HELD); /* misses */
     hak_free(a);
     hak_free(b);
-    hak_free(g_target);
-    if (hak_malloc(HELD) != b)
+    hak_free(c);        /* full after a miss: the class holds three now */
+    hak_free(g_target); /* full, no miss since: to the slab */
+    if (hak_malloc(HELD) != c)
         return; /* exits quietly: the test fails */
     hak_free(g_target);
-    hak_free(c);
+    hak_free(d);
 }
 Test(misuse, double_free_medium_slab_then_cache)
 {

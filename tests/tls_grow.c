@@ -1,4 +1,4 @@
-/* Caps that follow the thread (boxes/tls/src/tls.c): bursts bigger than a class's cap grow it until they stay in the thread's cache, growth stays within its bounds, and a class left unused shrinks back. */
+/* Caps that follow the thread (boxes/tls/src/tls.c, medium_cache.c): bursts bigger than a class's cap grow it until they stay in the thread's cache, growth stays within its bounds, and a class left unused shrinks back; the medium cache's depths and budget likewise. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <stdint.h>
@@ -208,10 +208,171 @@ static void *shrinks(void *arg)
     return NULL;
 }
 
+/* ---- the medium cache ---- */
+
+static size_t medium_ceiling = HK_TLS_MEDIUM_BYTES; /* HAKMEM_THREAD_MEDIUM_BYTES */
+enum { MEDIUM_START = 4 << 20, MEDIUM_GROWTH_MAX = 64 << 20 };
+
+static size_t held_bytes(const hk_tls_medium_t *mc)
+{
+    size_t b = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        b += (size_t)mc->count[m] * hk_medium_sizes[m];
+    return b;
+}
+static size_t budget(const hk_tls_medium_t *mc) { return held_bytes(mc) + mc->left; }
+static uint64_t hits(const hk_tls_medium_t *mc)
+{
+    uint64_t h = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        h += mc->hits[m];
+    return h;
+}
+
+/* k blocks of each of the given sizes allocated, written, then freed. */
+static void medium_round(const size_t *sizes, unsigned nsizes, int k)
+{
+    void *blk[HK_MEDIUM_HELD_CLASSES * 40]; /* the threads' own: growers run at once */
+    if ((size_t)k * nsizes > sizeof blk / sizeof *blk)
+        FAIL("a round of %u x %d", nsizes, k);
+    int n = 0;
+    for (unsigned s = 0; s < nsizes; s++)
+        for (int i = 0; i < k; i++) {
+            if (!(blk[n] = hak_malloc(sizes[s])))
+                FAIL("malloc(%zu)", sizes[s]);
+            memset(blk[n++], 1, 64);
+        }
+    while (n)
+        hak_free(blk[--n]);
+}
+
+/* A class reused k blocks at a time deepens one block per turn until the
+ * k blocks stay in the cache (every malloc a hit), and never beyond
+ * HK_TLS_MEDIUM_DEPTH_MAX. */
+static void *medium_depth_grows(void *arg)
+{
+    (void)arg;
+    static const size_t size[] = {100 << 10};
+    unsigned m = hk_medium_class(size[0]);
+    for (int k = 6; k <= 12; k += 6) {
+        for (int round = 0; round < 12; round++)
+            medium_round(size, 1, k);
+        const hk_tls_medium_t *mc = hk_tls.medium;
+        if (!mc)
+            FAIL("no medium cache");
+        uint64_t before = hits(mc);
+        for (int round = 0; round < 50; round++)
+            medium_round(size, 1, k);
+        uint64_t got = hits(mc) - before;
+        int want = k < HK_TLS_MEDIUM_DEPTH_MAX ? k : HK_TLS_MEDIUM_DEPTH_MAX;
+        printf("100 KiB, %d at a time: depth %u, %llu of %d mallocs hits\n", k, mc->cap[m], (unsigned long long)got,
+               50 * k);
+        if (mc->cap[m] != want || got != (uint64_t)50 * want)
+            FAIL("100 KiB, %d at a time: depth %u, %llu hits", k, mc->cap[m], (unsigned long long)got);
+    }
+    return NULL;
+}
+
+/* Every held class at once, 3 blocks each (~10 MiB): the budget grows from
+ * 4 MiB to hold them (up to the ceiling) and shrinks back when unused. */
+static size_t all_sizes[HK_MEDIUM_HELD_CLASSES];
+
+static void *medium_budget_grows(void *arg)
+{
+    (void)arg;
+    size_t want = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        want += 3 * (size_t)(all_sizes[m] = hk_medium_sizes[m]);
+    for (int round = 0; round < 40; round++)
+        medium_round(all_sizes, HK_MEDIUM_HELD_CLASSES, 3);
+    const hk_tls_medium_t *mc = hk_tls.medium;
+    uint64_t before = hits(mc);
+    for (int round = 0; round < 20; round++)
+        medium_round(all_sizes, HK_MEDIUM_HELD_CLASSES, 3);
+    uint64_t got = hits(mc) - before;
+    size_t b = budget(mc), limit = want < medium_ceiling ? want : medium_ceiling;
+    printf("every class, 3 each (%zu KiB): budget %zu KiB (ceiling %zu), %llu of %u mallocs hits\n", want >> 10, b >> 10,
+           medium_ceiling >> 10, (unsigned long long)got, 20 * 3 * HK_MEDIUM_HELD_CLASSES);
+    if (b > medium_ceiling || b < limit - (limit >> 3) || held_bytes(mc) > b)
+        FAIL("budget %zu for %zu wanted (ceiling %zu), %zu held", b, want, medium_ceiling, held_bytes(mc));
+    if (want <= medium_ceiling && got != 20 * 3 * HK_MEDIUM_HELD_CLASSES)
+        FAIL("%llu hits: the cache grew to hold everything", (unsigned long long)got);
+    /* Unused from one pass to the next: depths back to two, the budget
+     * halves. */
+    static const size_t other[] = {20 << 10};
+    medium_round(other, 1, 1);
+    pass();
+    medium_round(other, 1, 40); /* a slow path: the sweep (used since the last) */
+    if (budget(mc) != b)
+        FAIL("budget %zu after a pass with its use, was %zu", budget(mc), b);
+    pass();
+    medium_round(other, 1, 40); /* the sweep: unused since the last */
+    unsigned deep = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        deep += mc->cap[m] > HK_TLS_MEDIUM_DEPTH || mc->count[m] > HK_TLS_MEDIUM_DEPTH;
+    size_t start = MEDIUM_START < medium_ceiling ? MEDIUM_START : medium_ceiling;
+    size_t half = b / 2 > start ? b / 2 : start;
+    printf("after a pass unused: budget %zu KiB, %zu KiB held, %u classes deeper than %d\n", budget(mc) >> 10,
+           held_bytes(mc) >> 10, deep, HK_TLS_MEDIUM_DEPTH);
+    if (budget(mc) != half || held_bytes(mc) > half || deep)
+        FAIL("after a pass: budget %zu (want %zu), held %zu, %u deep classes", budget(mc), half, held_bytes(mc), deep);
+    pass();
+    pass();
+    medium_round(other, 1, 40); /* idle: the start, nothing held */
+    if (budget(mc) != start || held_bytes(mc) != 0)
+        FAIL("idle: budget %zu, held %zu", budget(mc), held_bytes(mc));
+    return NULL;
+}
+
+/* Many threads growing at once: their growth together stays within
+ * MEDIUM_GROWTH_MAX over the start budgets. */
+enum { GROWERS = 6 };
+static pthread_barrier_t grown;
+static size_t grown_by[GROWERS];
+
+static void *medium_grower(void *arg)
+{
+    for (int round = 0; round < 40; round++)
+        medium_round(all_sizes, HK_MEDIUM_HELD_CLASSES, 6);
+    grown_by[(uintptr_t)arg] = budget(hk_tls.medium) - MEDIUM_START;
+    pthread_barrier_wait(&grown); /* all alive until each has looked */
+    return NULL;
+}
+
+static void *medium_growth_bounded(void *arg)
+{
+    (void)arg;
+    pthread_t t[GROWERS];
+    pthread_barrier_init(&grown, NULL, GROWERS);
+    for (uintptr_t i = 0; i < GROWERS; i++)
+        if (pthread_create(&t[i], NULL, medium_grower, (void *)i) != 0)
+            FAIL("pthread_create");
+    size_t total = 0;
+    for (int i = 0; i < GROWERS; i++) {
+        pthread_join(t[i], NULL);
+        total += grown_by[i];
+    }
+    size_t each = medium_ceiling > MEDIUM_START ? medium_ceiling - MEDIUM_START : 0;
+    size_t bound = GROWERS * each < MEDIUM_GROWTH_MAX ? GROWERS * each : MEDIUM_GROWTH_MAX;
+    printf("%d threads each wanting ~21 MiB: %zu MiB grown in all (bound %zu)\n", GROWERS, total >> 20, bound >> 20);
+    if (total > bound || total + (GROWERS << 20) < bound)
+        FAIL("%zu bytes grown by %d threads (bound %zu)", total, GROWERS, bound);
+    return NULL;
+}
+
 int main(void)
 {
-    void *(*parts[])(void *) = {bursts_stay, slow_fill_stays, growth_bounded, shrinks};
-    for (unsigned i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    const char *e = getenv("HAKMEM_THREAD_MEDIUM_BYTES");
+    if (e)
+        medium_ceiling = strtoull(e, NULL, 0);
+    void *(*parts[])(void *) = {bursts_stay, slow_fill_stays, growth_bounded, shrinks, medium_depth_grows,
+                                medium_budget_grows, medium_growth_bounded};
+    unsigned nparts = sizeof parts / sizeof parts[0];
+    if (medium_ceiling == 0) { /* pool_tls=false builds hold no medium blocks unless asked to */
+        printf("no medium cache (HAKMEM_THREAD_MEDIUM_BYTES is 0 in this build): its parts do not apply\n");
+        nparts -= 3;
+    }
+    for (unsigned i = 0; i < nparts; i++) {
         pthread_t t; /* each part in a fresh thread: its own caps */
         if (pthread_create(&t, NULL, parts[i], NULL) != 0)
             FAIL("pthread_create");

@@ -60,13 +60,19 @@ static HK_NOINLINE void *big_alloc(size_t n, size_t align, bool *zeroed)
 
 /* Up to 256 KiB a medium block may come from this thread's cache, with no
  * lock (calloc goes to Box 2, which knows which blocks are still zero). */
-static HK_NOINLINE void *medium_alloc(size_t n)
+static HK_NOINLINE void *medium_miss(size_t n, unsigned m)
 {
-    void *p = hk_tls_medium_get(hk_medium_class(n));
-    if (HK_LIKELY(p != NULL))
-        return p;
+    hk_tls_medium_miss(m);
     bool zeroed;
     return big_alloc(n, 0, &zeroed);
+}
+static HK_NOINLINE void *medium_alloc(size_t n)
+{
+    unsigned m = hk_medium_class(n);
+    hk_tls_medium_t *mc = hk_tls_medium_for(m);
+    if (HK_UNLIKELY(!mc))
+        return medium_miss(n, m);
+    return hk_tls_medium_take(mc, m);
 }
 
 HK_INLINE void *alloc(size_t n)
@@ -201,6 +207,21 @@ static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
     hk_purge_kick();
 }
 
+/* A block of a held medium class m, found by the slab map. */
+static HK_NOINLINE void free_medium_slow(unsigned m, void *p)
+{
+    if (hk_tls_medium_free_slow(m, p))
+        return;
+    hk_medium_free(hk_slabmap_chunk(p), p);
+    hk_purge_kick();
+}
+/* Frameless: the slow half is a tail call. */
+static HK_NOINLINE void free_medium(unsigned m, void *p)
+{
+    if (HK_UNLIKELY(!hk_tls_medium_free(m, p)))
+        free_medium_slow(m, p);
+}
+
 static HK_NOINLINE void free_overflow(unsigned c, void *p)
 {
     hk_tls_overflow(c, p);
@@ -231,23 +252,27 @@ HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
         free_overflow(c, p);
 }
 
-/* free() of a small block whose page the slab map does not have (it shares
- * its entry with a newer slab's page), and of everything else: the page
- * map walk, then as the hit path. */
-static HK_NOINLINE void free_lookup(void *p)
+/* free() of what the slab map has as a held medium class's block, of a
+ * small block whose page the slab map does not have (it shares its entry
+ * with a newer slab's page), and of everything else: the page map walk,
+ * then as the hit path. */
+static HK_NOINLINE void free_lookup(void *p, uint64_t c)
 {
+    if (c - HK_SLABMAP_MEDIUM < HK_MEDIUM_HELD_CLASSES) {
+        free_medium((unsigned)(c - HK_SLABMAP_MEDIUM), p);
+        return;
+    }
     hk_chunk_t *ch = hk_chunk_of(p);
     if (HK_UNLIKELY(ch == NULL)) {
         free_invalid(p); /* NULL included */
         return;
     }
     hk_page_face_t *pg = hk_page_face(ch, p);
-    size_t c = pg->cls;
-    if (c == 0) {
+    if (pg->cls == 0) {
         free_big(ch, p);
         return;
     }
-    free_small(pg, c, p);
+    free_small(pg, pg->cls, p);
 }
 
 /* The class comes from one load (the slab map), so the address of the list
@@ -257,7 +282,7 @@ HK_HOT_ENTRY void hak_free(void *p)
 {
     uint64_t c = hk_slabmap_class(p);
     if (HK_UNLIKELY(c - 1 >= HK_NCLASS - 1)) {
-        free_lookup(p);
+        free_lookup(p, c);
         return;
     }
     free_small(hk_slabmap_face(p), c, p);

@@ -78,12 +78,14 @@ HK_INLINE hk_page_face_t *hk_page_face(const hk_chunk_t *ch, const void *p)
 
 /* ---- the slab map: free()'s one-load way to a small block's class -----------
  * Direct-mapped by 64 KiB page number: entry (p >> 16) mod 2^16 holds
- * (page number << 8 | class) while that page belongs to a small slab. The
- * key is the whole page number, so a match proves p lies in a live small
- * slab of hakmem's (its region header is then p masked to 2 MiB, no page
- * map walk); anything else (another page that shares the entry, a medium
- * or large block, a foreign pointer) misses and takes the page map. Box 2
- * writes the entries under its region lock, one 8-byte store each. */
+ * (page number << 8 | code) while that page belongs to a small slab (code:
+ * its class) or to a medium slab of a class threads may hold (code:
+ * HK_SLABMAP_MEDIUM + medium class). The key is the whole page number, so
+ * a match proves p lies in a live slab of hakmem's (its region header is
+ * then p masked to 2 MiB, no page map walk); anything else (another page
+ * that shares the entry, a large block, a foreign pointer) misses and takes
+ * the page map. Box 2 writes the entries under its region lock, one 8-byte
+ * store each. */
 #define HK_SLABMAP_BITS 16
 extern HK_HIDDEN uint64_t hk_slabmap[1u << HK_SLABMAP_BITS];
 HK_INLINE uint64_t hk_slabmap_key(const void *p) { return (uint64_t)((uintptr_t)p >> HK_PAGE_SHIFT) << 8; }
@@ -92,17 +94,20 @@ HK_INLINE uint64_t *hk_slabmap_slot(const void *p)
 {
     return &hk_slabmap[((uintptr_t)p >> HK_PAGE_SHIFT) & ((1u << HK_SLABMAP_BITS) - 1)];
 }
-/* p's class (1..HK_NCLASS-1) when the map has p's page, else a value
- * outside that range. */
+/* p's class (1..HK_NCLASS-1) when the map has p's page, HK_SLABMAP_MEDIUM
+ * + m when it has it as a page of a medium slab of held class m, else a
+ * value outside both ranges. */
+#define HK_SLABMAP_MEDIUM HK_NCLASS
 HK_INLINE uint64_t hk_slabmap_class(const void *p)
 {
     return __atomic_load_n(hk_slabmap_slot(p), __ATOMIC_RELAXED) ^ hk_slabmap_key(p);
 }
-/* The record of p's page, for a p the slab map has (its region is mapped). */
-HK_INLINE hk_page_face_t *hk_slabmap_face(const void *p)
+/* The region holding p and p's page record, for a p the slab map has. */
+HK_INLINE hk_chunk_t *hk_slabmap_chunk(const void *p)
 {
-    return hk_page_face((const hk_chunk_t *)((uintptr_t)p & ~(uintptr_t)(HK_CHUNK_SIZE - 1)), p);
+    return (hk_chunk_t *)((uintptr_t)p & ~(uintptr_t)(HK_CHUNK_SIZE - 1));
 }
+HK_INLINE hk_page_face_t *hk_slabmap_face(const void *p) { return hk_page_face(hk_slabmap_chunk(p), p); }
 
 /* True when p is the start of a block of its slab: (p - start) is a
  * multiple of the size exactly when (p - start) * divmagic < divmagic
@@ -160,6 +165,7 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op);
  * 8 blocks: the state bytes share the record's small-slab free field. */
 enum { HK_MB_FREE = 0, HK_MB_LIVE = 1, HK_MB_HELD = 2 };
 #define HK_MEDIUM_HELD_CLASSES 24
+_Static_assert(HK_SLABMAP_MEDIUM + HK_MEDIUM_HELD_CLASSES <= 256, "slab map codes fit a byte");
 #define HK_MEDIUM_HELD_MAX ((size_t)256 << 10)
 /* The class a thread's cache would hold p in, unchecked: HK_MEDIUM_HELD_CLASSES
  * or more when p's page is no medium slab's or its class is not held. */
@@ -182,6 +188,26 @@ void hk_medium_check_live(hk_chunk_t *ch, const void *p);
  * index in the low bits; a region's header starts its 2 MiB-aligned chunk,
  * so neither direction needs a lookup. */
 HK_INLINE void *hk_medium_ticket_block(uintptr_t t) { return (void *)(t & ~(uintptr_t)(HK_OS_PAGE - 1)); }
+/* hk_medium_hold without a call, for a p whose page the slab map has as a
+ * held class's (HK_SLABMAP_MEDIUM): true, with p marked held and *t its
+ * ticket, when p is a live block of its slab; else false and nothing
+ * changed (hk_medium_hold then decides, and aborts on a bad pointer). One
+ * multiply gives the block-start test (low half) and the index (high). */
+HK_INLINE bool hk_medium_try_hold(void *p, uintptr_t *t)
+{
+    hk_chunk_t *ch = hk_slabmap_chunk(p);
+    unsigned at = hk_page_face(ch, p)->first;
+    hk_page_face_t *first = hk_page_face_at(ch, at);
+    uintptr_t off = (uintptr_t)p - ((uintptr_t)ch + ((uintptr_t)at << HK_PAGE_SHIFT));
+    unsigned __int128 prod = (unsigned __int128)off * first->divmagic;
+    uint64_t i = (uint64_t)(prod >> 64);
+    if (HK_UNLIKELY((uint64_t)prod >= first->divmagic || i >= sizeof first->mstate ||
+                    __atomic_load_n(&first->mstate[i], __ATOMIC_RELAXED) != HK_MB_LIVE))
+        return false;
+    __atomic_store_n(&first->mstate[i], HK_MB_HELD, __ATOMIC_RELAXED);
+    *t = (uintptr_t)p | (uintptr_t)at << 3 | (uintptr_t)i;
+    return true;
+}
 /* The held block back to the program (a cache hit). */
 HK_INLINE void *hk_medium_unhold(uintptr_t t)
 {

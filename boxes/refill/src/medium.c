@@ -53,7 +53,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
 {
     bool zeroed;
     unsigned n = mslab_pages[m];
-    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, 0, &zeroed);
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, m, &zeroed);
     if (!pg)
         return NULL;
     uint32_t size = hk_medium_sizes[m];
@@ -68,7 +68,6 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
     for (unsigned i = 0; i < n; i++) {
         ch->page[hk_page_index(pg) + i].divmagic = magic;
         ch->page[hk_page_index(pg) + i].smag = (uint64_t)pg->start * magic;
-        ch->page[hk_page_index(pg) + i].mcls = (uint8_t)m;
     }
     hk_slab_list_add(&ms->empty, pg);
     return pg;

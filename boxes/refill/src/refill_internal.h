@@ -73,13 +73,22 @@ HK_INLINE unsigned hk_page_index(hk_page_t *pg)
 }
 
 /* hk_slab_is_block_start on a full record (its face leads it). */
+/* The slab map code of a slab's page (hak_refill.h), 0 for none. */
+HK_INLINE unsigned hk_page_map_code(const hk_page_t *pg)
+{
+    if (pg->cls)
+        return pg->cls;
+    return pg->kind == HK_PAGE_MEDIUM && pg->mcls < HK_MEDIUM_HELD_CLASSES ? HK_SLABMAP_MEDIUM + pg->mcls : 0;
+}
 HK_INLINE bool hk_page_is_block_start(const hk_page_t *pg, const void *p)
 {
     return hk_slab_is_block_start((const hk_page_face_t *)pg, p);
 }
 
-/* Allocates a span of n pages (1..31) for a slab of class cls (0: medium).
- * Sets *zeroed when the span has never been written. NULL: out of memory. */
+/* Allocates a span of n pages (1..31) for a slab of class cls (kind
+ * HK_PAGE_SLAB) or of medium class cls (HK_PAGE_MEDIUM), with their slab
+ * map entries. Sets *zeroed when the span has never been written. NULL:
+ * out of memory. */
 hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed);
 /* Returns a span to its region; releases the region if it holds nothing. */
 void hk_span_free(hk_page_t *first);

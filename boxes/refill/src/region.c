@@ -308,12 +308,16 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
     ch->page[at].npages = (uint8_t)n;
     /* cls last: a racing invalid free must not see a half-built slab page
      * (until Box 2 sets the block-start constants, every block fails them).
-     * A small slab's pages take their slab map entries, whoever had them. */
+     * A slab's pages take their slab map entries, whoever had them. */
     for (unsigned i = 0; i < n; i++) {
-        ch->page[at + i].cls = (uint8_t)cls;
-        if (cls) {
+        if (kind == HK_PAGE_MEDIUM)
+            ch->page[at + i].mcls = (uint8_t)cls;
+        else
+            ch->page[at + i].cls = (uint8_t)cls;
+        unsigned code = hk_page_map_code(&ch->page[at + i]);
+        if (code) {
             uintptr_t page = start + ((uintptr_t)i << HK_PAGE_SHIFT);
-            __atomic_store_n(hk_slabmap_slot((void *)page), hk_slabmap_key((void *)page) | cls, __ATOMIC_RELEASE);
+            __atomic_store_n(hk_slabmap_slot((void *)page), hk_slabmap_key((void *)page) | code, __ATOMIC_RELEASE);
         }
     }
     hk_unlock(&region_lock);
@@ -330,7 +334,8 @@ void hk_span_free(hk_page_t *first)
         /* The slab map forgets the page first, if the entry is still its own. */
         uintptr_t page = (uintptr_t)ch + ((uintptr_t)(at + i) << HK_PAGE_SHIFT);
         uint64_t *e = hk_slabmap_slot((void *)page);
-        if (ch->page[at + i].cls && __atomic_load_n(e, __ATOMIC_RELAXED) == (hk_slabmap_key((void *)page) | ch->page[at + i].cls))
+        unsigned code = hk_page_map_code(&ch->page[at + i]);
+        if (code && __atomic_load_n(e, __ATOMIC_RELAXED) == (hk_slabmap_key((void *)page) | code))
             __atomic_store_n(e, 0, __ATOMIC_RELEASE);
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
         ch->page[at + i].idle_ms = now; /* a free page: when it became free */

@@ -3,12 +3,13 @@
 #define HAK_TLS_H
 
 #include "hak_base.h"
+#include "hak_refill.h"
 
 enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
 
 /* Initial-exec TLS must stay small (docs/design.md: 8*73 + 2*73 + 2*73 + 4
- * + 4 + 1 + 8, padded to 896 bytes), or dlopen of libhakmem.so fails for
- * lack of static TLS space.
+ * + 4 + 1 + 8 + 8, padded to 904 bytes), or dlopen of libhakmem.so fails
+ * for lack of static TLS space.
  * A NEW or DEAD thread has every head NULL and every room 0, so both hit
  * paths fall through to the slow path without testing the state. */
 typedef struct hk_tls {
@@ -21,6 +22,7 @@ typedef struct hk_tls {
     /* This thread's allocation counts per class, in a record hakmem maps
      * itself (counting here would cost 584 bytes of initial-exec TLS). */
     uint64_t *count;
+    struct hk_tls_medium *medium; /* the record's medium cache, or NULL: none */
 } hk_tls_t;
 
 extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
@@ -62,22 +64,65 @@ unsigned hk_tls_held(unsigned c);
  * outside any lock: the thread-exit key. */
 typedef struct hk_tls_config {
     size_t mid_bytes;    /* HAKMEM_THREAD_MID_BYTES: the 1-32 KiB classes' caps together */
-    size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: held medium blocks (0: none) */
+    size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: the most a medium budget grows to (0: none) */
     bool grow;           /* caps follow each thread's bursts (off while Box 3 learns caps) */
     void (*exit_hook)(void); /* called last at a thread's exit, no lock held; or NULL */
 } hk_tls_config_t;
 void hk_tls_configure(const hk_tls_config_t *cfg);
-/* The default medium budget of this build (4 MiB; 0 without pool_tls). */
-#define HK_TLS_MEDIUM_BYTES (HK_POOL_TLS ? (size_t)4 << 20 : 0)
+/* The most a thread's medium budget may grow to in this build (16 MiB; 0
+ * without pool_tls). */
+#define HK_TLS_MEDIUM_BYTES (HK_POOL_TLS ? (size_t)16 << 20 : 0)
 
-/* Medium blocks of the classes Box 2 lets threads hold (at most
- * HK_TLS_MEDIUM_DEPTH per class and medium_bytes per thread): a hit costs
- * no lock. get returns NULL on a miss; put returns false when p must go to
- * Box 2 instead. */
+/* ---- the medium cache ------------------------------------------------------
+ * Medium blocks of the classes Box 2 lets threads hold, in the thread's
+ * record: per class a short stack of Box 2's tickets (HK_TLS_MEDIUM_DEPTH
+ * deep at first, up to HK_TLS_MEDIUM_DEPTH_MAX), within a per-thread budget
+ * that may grow to medium_bytes. Nothing is written into the blocks, and a
+ * hit takes no lock. */
 #define HK_TLS_MEDIUM_DEPTH 2
-void *hk_tls_medium_get(unsigned m);
-struct hk_chunk;
-bool hk_tls_medium_put(struct hk_chunk *ch, void *p);
+#define HK_TLS_MEDIUM_DEPTH_MAX 8
+typedef struct hk_tls_medium {
+    uint8_t count[HK_MEDIUM_HELD_CLASSES], cap[HK_MEDIUM_HELD_CLASSES];
+    size_t left; /* bytes the budget still takes */
+    uint64_t hits[HK_MEDIUM_HELD_CLASSES];
+    uintptr_t held[HK_MEDIUM_HELD_CLASSES][HK_TLS_MEDIUM_DEPTH_MAX];
+} hk_tls_medium_t;
+
+/* The thread's medium cache when it holds a block of class m, else NULL:
+ * then the caller reports the miss (hk_tls_medium_miss) and asks Box 2. */
+HK_INLINE hk_tls_medium_t *hk_tls_medium_for(unsigned m)
+{
+    hk_tls_medium_t *mc = hk_tls.medium;
+    return mc && mc->count[m] ? mc : NULL;
+}
+HK_INLINE void *hk_tls_medium_take(hk_tls_medium_t *mc, unsigned m)
+{
+    mc->left += hk_medium_sizes[m];
+    mc->hits[m]++;
+    return hk_medium_unhold(mc->held[m][--mc->count[m]]);
+}
+/* A malloc of class m found nothing held (the slow path: a turn, the trim). */
+void hk_tls_medium_miss(unsigned m);
+
+/* free(p) of held class m (the slab map's code) on the hit path: true when
+ * the thread now holds p; false when that takes hk_tls_medium_free_slow. */
+HK_INLINE bool hk_tls_medium_free(unsigned m, void *p)
+{
+    hk_tls_medium_t *mc = hk_tls.medium;
+    uint32_t size = hk_medium_sizes[m];
+    uintptr_t t;
+    if (HK_UNLIKELY(!mc || mc->count[m] >= mc->cap[m] || size > mc->left || !hk_medium_try_hold(p, &t)))
+        return false;
+    mc->held[m][mc->count[m]++] = t;
+    mc->left -= size;
+    return true;
+}
+/* The rest of free(p): true when the thread holds p after all (its cache
+ * grew, or p passed Box 2's checks), false when p must go to Box 2; aborts
+ * on an invalid or double free. */
+bool hk_tls_medium_free_slow(unsigned m, void *p);
+/* As hk_tls_medium_free, for a medium block found through the page map. */
+bool hk_tls_medium_put(hk_chunk_t *ch, void *p);
 /* Per held medium class: cache hits since the start, blocks held now. */
 void hk_tls_medium_stats(uint64_t hits[], uint64_t held[]);
 

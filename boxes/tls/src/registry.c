@@ -22,12 +22,6 @@ static hk_tls_rec_t *rec_new(void)
         }
         /* A record retired in a fork child may list blocks its thread held:
          * they stay allocated there, as that thread's small caches do. */
-        for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {
-            r->mhits[m] = 0;
-            r->mcount[m] = 0;
-        }
-        r->mbytes = 0;
-        r->mhit_mask = 0;
         return r;
     }
     if ((size_t)(rec_end - rec_bump) < sizeof *r) {
@@ -48,7 +42,8 @@ static void rec_retire(hk_tls_rec_t *r)
     for (unsigned c = 0; c < HK_NCLASS; c++)
         __atomic_add_fetch(&retired[c], r->allocs[c], __ATOMIC_RELAXED);
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
-        __atomic_add_fetch(&retired_mhits[m], r->mhits[m], __ATOMIC_RELAXED);
+        __atomic_add_fetch(&retired_mhits[m], r->medium.hits[m], __ATOMIC_RELAXED);
+    hk_tls_medium_retire(r);
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -66,6 +61,7 @@ uint64_t *hk_tls_rec_claim(void)
     hk_tls_rec_t *r = rec_new();
     if (r) {
         r->tls = &hk_tls;
+        hk_tls_medium_init(r);
         r->mepoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
         r->prev = NULL;
         r->next = live_recs;
@@ -81,6 +77,7 @@ void hk_tls_rec_release(void)
 {
     hk_tls_rec_t *r = (hk_tls_rec_t *)hk_tls.count;
     hk_tls.count = hk_tls_shared_rec.allocs;
+    hk_tls.medium = NULL;
     if (r == &hk_tls_shared_rec)
         return;
     hk_lock(&reg_lock);
@@ -121,8 +118,8 @@ void hk_tls_medium_stats(uint64_t hits[], uint64_t held[])
     hk_lock(&reg_lock);
     for (hk_tls_rec_t *r = live_recs; r; r = r->next)
         for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++) {
-            hits[m] += __atomic_load_n(&r->mhits[m], __ATOMIC_RELAXED);
-            held[m] += __atomic_load_n(&r->mcount[m], __ATOMIC_RELAXED);
+            hits[m] += __atomic_load_n(&r->medium.hits[m], __ATOMIC_RELAXED);
+            held[m] += __atomic_load_n(&r->medium.count[m], __ATOMIC_RELAXED);
         }
     hk_unlock(&reg_lock);
 }

@@ -52,6 +52,8 @@ void hk_tls_start(void)
     /* Before any hit can count. */
     hk_tls.count = hk_tls_exit_key_ok ? hk_tls_rec_claim() : hk_tls_shared_rec.allocs;
     hk_tls.state = HK_TLS_LIVE;
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    hk_tls.medium = r ? &r->medium : NULL;
     hk_tls.epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     /* May allocate (keys >= 32 take a calloc'd block): the state is live now,
      * so that nested malloc is served normally. */
@@ -217,6 +219,7 @@ void hk_tls_trim_if_idle(void)
         }
         r->used[c] = 0;
     }
+    hk_tls_medium_sweep(r, idle);
 }
 
 /* A slow path of class c ran: it is in use, and a refill is half a turn. */

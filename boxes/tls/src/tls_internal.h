@@ -18,14 +18,15 @@ typedef struct hk_tls_rec {
      * ran since the last purge pass (tls.c, "Caps that follow the thread"). */
     uint8_t grow[HK_NCLASS], turned[HK_NCLASS], used[HK_NCLASS];
     uint32_t refill_at[HK_NCLASS];
-    /* Medium blocks held for reuse (no lock, nothing written into them),
-     * a short stack per class, and what the thread took from them. */
-    uintptr_t mheld[HK_MEDIUM_HELD_CLASSES][HK_TLS_MEDIUM_DEPTH]; /* Box 2's tickets */
-    uint8_t mcount[HK_MEDIUM_HELD_CLASSES];
-    size_t mbytes;
-    uint64_t mhits[HK_MEDIUM_HELD_CLASSES];
-    uint32_t mhit_mask;  /* classes with a hit since the last check for blocks nobody takes */
-    unsigned mepoch;     /* hk_refill_purge_epoch at that check */
+    /* Medium blocks held for reuse, and what grows and shrinks their
+     * depths and budget by the thread's turns (medium_cache.c). */
+    hk_tls_medium_t medium;
+    uint8_t mmiss[HK_MEDIUM_HELD_CLASSES]; /* a malloc of the class missed since it last grew */
+    uint32_t mmissed_mask;  /* classes with a miss since the last sweep */
+    uint64_t mhits_at_sweep[HK_MEDIUM_HELD_CLASSES]; /* medium.hits then: a class with neither went unused */
+    uint8_t mmissed, mwanted; /* a malloc missed since the budget was last full; it was full after one since the last sweep */
+    size_t mbudget;           /* the budget (medium.left is what of it is not held) */
+    unsigned mepoch;          /* hk_refill_purge_epoch at the last check for blocks nobody takes */
     hk_tls_t *tls;
     struct hk_tls_rec *next, *prev;
 } __attribute__((aligned(64))) hk_tls_rec_t;
@@ -65,9 +66,16 @@ void hk_tls_trim_if_idle(void);
  * get a record (a record must never outlive its thread's TLS). */
 extern HK_HIDDEN bool hk_tls_exit_key_ok;
 
-/* medium_cache.c: gives this thread's held medium blocks back; the
- * per-thread budget (HAKMEM_THREAD_MEDIUM_BYTES, set once). */
+/* medium_cache.c: gives this thread's held medium blocks back; the most a
+ * thread's budget may grow to (HAKMEM_THREAD_MEDIUM_BYTES, set once). */
 void hk_tls_medium_drain(void);
 extern HK_HIDDEN size_t hk_tls_medium_bytes;
+/* A fresh record's medium cache: empty, least depths, the start budget. */
+void hk_tls_medium_init(hk_tls_rec_t *r);
+/* At a purge pass (hk_tls_trim_if_idle): depths and budget that went
+ * unused shrink back; `idle`: all of them. */
+void hk_tls_medium_sweep(hk_tls_rec_t *r, bool idle);
+/* A record whose thread is gone: its growth no longer counts. */
+void hk_tls_medium_retire(hk_tls_rec_t *r);
 
 #endif
