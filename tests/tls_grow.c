@@ -324,6 +324,56 @@ static void *medium_budget_grows(void *arg)
     return NULL;
 }
 
+/* A thread whose cache grew, then frees only blocks another thread
+ * allocated (a consumer: no malloc, so no turn): its frees that find the
+ * cache full meet the purge passes, and what grew shrinks pass by pass to
+ * the start budget and two a class. */
+enum { GIVEN = HK_MEDIUM_HELD_CLASSES * 4 };
+static void *given[GIVEN];
+
+static void *medium_producer(void *arg)
+{
+    (void)arg;
+    for (unsigned i = 0; i < GIVEN; i++)
+        if (!(given[i] = hak_malloc(all_sizes[i % HK_MEDIUM_HELD_CLASSES])))
+            FAIL("malloc");
+    return NULL;
+}
+
+static void consume(void)
+{
+    pthread_t t;
+    if (pthread_create(&t, NULL, medium_producer, NULL) != 0)
+        FAIL("pthread_create");
+    pthread_join(t, NULL);
+    for (unsigned i = 0; i < GIVEN; i++)
+        hak_free(given[i]);
+}
+
+static void *medium_consumer_shrinks(void *arg)
+{
+    (void)arg;
+    for (int round = 0; round < 40; round++)
+        medium_round(all_sizes, HK_MEDIUM_HELD_CLASSES, 3);
+    const hk_tls_medium_t *mc = hk_tls.medium;
+    size_t grown = budget(mc), start = MEDIUM_START < medium_ceiling ? MEDIUM_START : medium_ceiling;
+    consume();
+    if (budget(mc) > grown)
+        FAIL("a consumer's frees grew the budget: %zu, was %zu", budget(mc), grown);
+    for (int k = 0; k < 4; k++) {
+        pass();
+        consume();
+    }
+    unsigned deep = 0;
+    for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
+        deep += mc->cap[m] > HK_TLS_MEDIUM_DEPTH;
+    printf("a consumer through 4 passes: budget %zu KiB -> %zu KiB, %zu KiB held, %u classes deeper than %d\n",
+           grown >> 10, budget(mc) >> 10, held_bytes(mc) >> 10, deep, HK_TLS_MEDIUM_DEPTH);
+    if (budget(mc) != start || held_bytes(mc) > start || deep)
+        FAIL("a consumer after 4 passes: budget %zu, held %zu, %u deep classes", budget(mc), held_bytes(mc), deep);
+    return NULL;
+}
+
 /* Many threads growing at once: their growth together stays within
  * MEDIUM_GROWTH_MAX over the start budgets. */
 enum { GROWERS = 6 };
@@ -366,11 +416,11 @@ int main(void)
     if (e)
         medium_ceiling = strtoull(e, NULL, 0);
     void *(*parts[])(void *) = {bursts_stay, slow_fill_stays, growth_bounded, shrinks, medium_depth_grows,
-                                medium_budget_grows, medium_growth_bounded};
+                                medium_budget_grows, medium_consumer_shrinks, medium_growth_bounded};
     unsigned nparts = sizeof parts / sizeof parts[0];
     if (medium_ceiling == 0) { /* pool_tls=false builds hold no medium blocks unless asked to */
         printf("no medium cache (HAKMEM_THREAD_MEDIUM_BYTES is 0 in this build): its parts do not apply\n");
-        nparts -= 3;
+        nparts -= 4;
     }
     for (unsigned i = 0; i < nparts; i++) {
         pthread_t t; /* each part in a fresh thread: its own caps */

@@ -58,6 +58,7 @@ void hk_tls_medium_init(hk_tls_rec_t *r)
         r->mhits_at_sweep[m] = 0;
     }
     r->mbudget = mc->left = start_bytes();
+    r->msweep_epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     r->mmissed_mask = 0;
     r->mmissed = r->mwanted = 0;
 }
@@ -131,6 +132,7 @@ void hk_tls_medium_sweep(hk_tls_rec_t *r, bool idle)
         set_budget(r, budget);
     }
     r->mwanted = 0;
+    r->msweep_epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
     r->mmissed_mask = 0;
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
         r->mhits_at_sweep[m] = mc->hits[m];
@@ -161,8 +163,9 @@ static bool hold(hk_tls_medium_t *mc, unsigned m, void *p)
 }
 
 /* The class or the budget is full (whichever is grows if a malloc missed
- * since it last did: a turn, else p goes to Box 2), or p needs Box 2's
- * checks, or the thread has no cache. */
+ * since it last did: a turn; else p goes to Box 2), or p needs Box 2's
+ * checks, or the thread has no cache. A thread that frees more than it
+ * takes back (a consumer) meets its sweeps here. */
 bool hk_tls_medium_free_slow(unsigned m, void *p)
 {
     hk_tls_rec_t *r = hk_tls_own_rec();
@@ -172,6 +175,7 @@ bool hk_tls_medium_free_slow(unsigned m, void *p)
     uint32_t size = hk_medium_sizes[m];
     if (mc->count[m] < mc->cap[m] && size <= mc->left)
         return hold(mc, m, p); /* room: p failed hk_medium_try_hold */
+    hk_medium_check_live(hk_slabmap_chunk(p), p); /* a second free of a held block must not reach a drain */
     bool grew = false;
     if (mc->count[m] >= mc->cap[m] && r->mmiss[m] && mc->cap[m] < HK_TLS_MEDIUM_DEPTH_MAX) {
         mc->cap[m]++;
@@ -185,8 +189,10 @@ bool hk_tls_medium_free_slow(unsigned m, void *p)
     }
     if (grew && mc->count[m] < mc->cap[m] && size <= mc->left)
         return hold(mc, m, p);
-    hk_medium_check_live(hk_slabmap_chunk(p), p); /* a second free of a held block must not reach the drain */
     drain_unused(r);
+    unsigned epoch = __atomic_load_n(&hk_refill_purge_epoch, __ATOMIC_RELAXED);
+    if (epoch != r->msweep_epoch) /* the sweep without the idle rule: this thread is busy freeing */
+        hk_tls_medium_sweep(r, false);
     return false;
 }
 

@@ -27,6 +27,7 @@ typedef struct hk_tls_rec {
     uint8_t mmissed, mwanted; /* a malloc missed since the budget was last full; it was full after one since the last sweep */
     size_t mbudget;           /* the budget (medium.left is what of it is not held) */
     unsigned mepoch;          /* hk_refill_purge_epoch at the last check for blocks nobody takes */
+    unsigned msweep_epoch;    /* and at the last sweep */
     hk_tls_t *tls;
     struct hk_tls_rec *next, *prev;
 } __attribute__((aligned(64))) hk_tls_rec_t;
