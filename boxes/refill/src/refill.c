@@ -134,9 +134,29 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         hk_page_t *pg = fullest(cs->partial.head);
         if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
+        /* The blocks freed into the slab are cold: a list that fits is
+         * taken whole, not walked (each link a cache miss on the refill's
+         * path rather than at the program's first touch of the block). */
+        if (pg->free && pg->nfree <= want - got) {
+            /* Hardened: the last link must still read as the list's end (a
+             * one-block take, the uncached path's, checks all its links;
+             * Box 1 walks longer ones, check_batch). */
+            if (HK_HARDENED && hk_link_next(pg->free_last) != NULL)
+                hk_fatal_op("corrupted", "free list", pg->free_last);
+            if (l->last)
+                hk_link_set(l->last, pg->free);
+            else
+                l->head = pg->free;
+            l->last = pg->free_last;
+            got += pg->nfree;
+            pg->used += pg->nfree;
+            pg->free = NULL;
+            pg->nfree = 0;
+        }
         while (got < want && pg->free) {
             void *b = pg->free;
             pg->free = hk_link_next(b);
+            pg->nfree--;
             append(l, b);
             pg->used++;
             got++;
@@ -200,7 +220,10 @@ static void slab_return(hk_class_state_t *cs, void *b)
     hk_region_t *ch = hk_region_of(b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
     hk_link_set(b, pg->free);
+    if (!pg->free)
+        pg->free_last = b;
     pg->free = b;
+    pg->nfree++;
     pg->used--;
     if (!pg->on_partial)
         hk_slab_list_add(&cs->partial, pg);

@@ -21,10 +21,18 @@ typedef struct hk_page {
     uintptr_t start;    /* span start address */
     char *bump, *end;   /* slab: not yet carved */
     struct hk_page *next, *prev; /* slab: class partial list */
-    uint32_t mfree;     /* medium slab: bit i set = block i is free */
-    uint32_t mdirty;    /* medium slab: bit i set = block i may be non-zero */
+    union {
+        struct {
+            uint32_t mfree;  /* medium slab: bit i set = block i is free */
+            uint32_t mdirty; /* medium slab: bit i set = block i may be non-zero */
+        };
+        void *free_last; /* small slab: the last block of `free`, so a refill takes the list whole */
+    };
     uint32_t idle_ms;   /* slab: when a block was last freed into it; free page: when it became free */
-    uint32_t charge;    /* medium slab, empty: its dirty bytes, counted in the budget */
+    union {
+        uint32_t charge; /* medium slab, empty: its dirty bytes, counted in the budget */
+        uint32_t nfree;  /* small slab: blocks on `free` */
+    };
 } hk_page_t;
 
 /* A region's header, in its first OS page. */
