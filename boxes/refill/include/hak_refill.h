@@ -136,11 +136,12 @@ hk_limits_t hk_refill_limits(unsigned c);
 /* take: fills *head with a NULL-terminated list of blocks of class c and
  * returns how many (0: out of memory): an exchange entry whole if there is
  * one (a batch, or a shorter list a drained cache gave back; one move), else
- * up to `want` blocks carved from the slabs. A refill event for the policy.
+ * `want` blocks carved from the slabs, or up to `most` where a slab's whole
+ * free list fits (taken without reading it). A refill event for the policy.
  * give: takes back a NULL-terminated list of n blocks, cut into batches.
  * flush: give, from a full cache (a flush event). drained: a thread gave
  * its whole cache back (a drain event). */
-unsigned hk_refill_take(unsigned c, unsigned want, void **head);
+unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
 void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
 void hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch);
 void hk_refill_drained(void);

@@ -126,7 +126,7 @@ static void append(blist_t *l, void *b)
 
 /* Appends up to want blocks from the class's slabs to l, and ends it:
  * blocks given back to slabs first, then at most FRESH_BYTES of new ones. */
-static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, unsigned most, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0, fresh = 0, fresh_max = size >= FRESH_BYTES ? 1 : FRESH_BYTES / size;
@@ -137,7 +137,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         /* The blocks freed into the slab are cold: a list that fits is
          * taken whole, not walked (each link a cache miss on the refill's
          * path rather than at the program's first touch of the block). */
-        if (pg->free && pg->nfree <= want - got) {
+        if (pg->free && pg->nfree <= most - got) {
             /* Hardened: the last link must still read as the list's end (a
              * one-block take, the uncached path's, checks all its links;
              * Box 1 walks longer ones, check_batch). */
@@ -188,7 +188,7 @@ hk_limits_t hk_refill_limits(unsigned c)
 
 void *hk_refill_meta(size_t size) { return hk_os_reserve(size, HK_OS_PAGE, true); }
 
-unsigned hk_refill_take(unsigned c, unsigned want, void **head)
+unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
 {
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
@@ -203,7 +203,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
         return n;
     }
     blist_t l = {NULL, NULL};
-    unsigned got = carve(cs, c, 0, want, &l);
+    unsigned got = carve(cs, c, 0, want, hk_umax(want, most), &l);
     *head = l.head;
     cs->out += got;
     hk_unlock(&cs->lock);
@@ -311,7 +311,7 @@ void *hk_refill_alloc_one(unsigned c)
             cs->nbatch--;
     } else {
         blist_t l = {NULL, NULL};
-        carve(cs, c, shard, 1, &l);
+        carve(cs, c, shard, 1, 1, &l);
         b = l.head;
     }
     cs->out += b != NULL;

@@ -265,8 +265,8 @@ void *hk_tls_refill(unsigned c)
         unsigned least = want < 4 ? want : 4;
         want = used < least ? least : (unsigned)used;
     }
-    void *head;
-    unsigned n = hk_refill_take(c, want, &head);
+    void *head; /* up to twice that where a slab's free list is taken whole */
+    unsigned n = hk_refill_take(c, want, hk_umin(cap, 2 * want), &head);
     if (!n)
         return NULL;
     check_batch(c, head, n);
