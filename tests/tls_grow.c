@@ -208,6 +208,41 @@ static void *shrinks(void *arg)
     return NULL;
 }
 
+/* A thread that tears its data down (fills 20,000 blocks of 64 B, replaces
+ * them at random, frees them all) leaves its list nearly empty: once the
+ * central exchange is full and the flushes keep coming, the cap drops to an
+ * eighth of the batch, so a thread that then sleeps pins few slabs (with
+ * the policy's cap it kept 64-128 blocks). */
+static void *teardown_empties(void *arg)
+{
+    (void)arg;
+    enum { LIVE = 20000 };
+    static void *live[LIVE];
+    size_t n = 64;
+    unsigned c = class_of(n);
+    struct hak_stats st = snap();
+    unsigned policy = row(&st, n)->cap, batch = row(&st, n)->batch;
+    for (int i = 0; i < LIVE; i++)
+        if (!(live[i] = hak_malloc(n)))
+            FAIL("malloc");
+    uint64_t x = 88172645463325252ull;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned s = (unsigned)(x % LIVE);
+        hak_free(live[s]);
+        if (!(live[s] = hak_malloc(n)))
+            FAIL("malloc");
+    }
+    for (int i = 0; i < LIVE; i++)
+        hak_free(live[i]);
+    unsigned held = hk_tls_held(c);
+    printf("64 B torn down: %u blocks left on the list (cap %u; policy cap %u, batch %u)\n", held, hk_tls.cap[c], policy,
+           batch);
+    if (held > batch / 8 || walk(c) != held)
+        FAIL("64 B: %u held after the teardown (on the list %u)", held, walk(c));
+    return NULL;
+}
+
 /* ---- the medium cache ---- */
 
 static size_t medium_ceiling = HK_TLS_MEDIUM_BYTES; /* HAKMEM_THREAD_MEDIUM_BYTES */
@@ -415,7 +450,7 @@ int main(void)
     const char *e = getenv("HAKMEM_THREAD_MEDIUM_BYTES");
     if (e)
         medium_ceiling = strtoull(e, NULL, 0);
-    void *(*parts[])(void *) = {bursts_stay, slow_fill_stays, growth_bounded, shrinks, medium_depth_grows,
+    void *(*parts[])(void *) = {bursts_stay, slow_fill_stays, growth_bounded, shrinks, teardown_empties, medium_depth_grows,
                                 medium_budget_grows, medium_consumer_shrinks, medium_growth_bounded};
     unsigned nparts = sizeof parts / sizeof parts[0];
     if (medium_ceiling == 0) { /* pool_tls=false builds hold no medium blocks unless asked to */

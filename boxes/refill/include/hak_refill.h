@@ -138,12 +138,14 @@ hk_limits_t hk_refill_limits(unsigned c);
  * one (a batch, or a shorter list a drained cache gave back; one move), else
  * `want` blocks carved from the slabs, or up to `most` where a slab's whole
  * free list fits (taken without reading it). A refill event for the policy.
- * give: takes back a NULL-terminated list of n blocks, cut into batches.
- * flush: give, from a full cache (a flush event). drained: a thread gave
- * its whole cache back (a drain event). */
+ * give: takes back a NULL-terminated list of n blocks, cut into batches;
+ * true when the exchange had no room for some (they went to their slabs:
+ * nobody is taking the class's batches). flush: give, from a full cache (a
+ * flush event). drained: a thread gave its whole cache back (a drain
+ * event). */
 unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
-void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
-void hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch);
+bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
+bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch);
 void hk_refill_drained(void);
 /* Global path for threads without a cache (exited): one block at a time. */
 void *hk_refill_alloc_one(unsigned c);

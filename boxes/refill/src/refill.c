@@ -250,7 +250,7 @@ static void central_push(hk_class_state_t *cs, void *head, unsigned n)
     hk_refill_mark_pending();
 }
 
-void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
+bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
 {
     hk_class_state_t *cs = &classes[c][0];
     unsigned max = hk_policy_central_batches(c);
@@ -281,18 +281,21 @@ void hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         central_push(cs, head, n);
         head = NULL;
     }
+    bool spilled = head != NULL;
     while (head) {
         void *next = hk_link_get(head);
         slab_return(cs, head);
         head = next;
     }
     hk_unlock(&cs->lock);
+    return spilled;
 }
 
-void hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch)
+bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch)
 {
-    hk_refill_give(c, head, n, batch);
+    bool spilled = hk_refill_give(c, head, n, batch);
     hk_policy_event(HK_EV_FLUSH, c, n);
+    return spilled;
 }
 
 void hk_refill_drained(void) { hk_policy_event(HK_EV_DRAIN, 0, 0); }

@@ -17,7 +17,8 @@ static hk_tls_rec_t *rec_new(void)
         spare_recs = r->next;
         for (unsigned c = 0; c < HK_NCLASS; c++) {
             r->allocs[c] = 0;
-            r->grow[c] = r->turned[c] = r->used[c] = 0;
+            r->grow[c] = r->turned[c] = r->used[c] = r->fruns[c] = 0;
+            r->freeing_since[c] = 0;
             r->refill_at[c] = 0;
         }
         /* A record retired in a fork child may list blocks its thread held:

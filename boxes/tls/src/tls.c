@@ -77,6 +77,37 @@ void hk_tls_start(void)
 #define GROW_THREAD_BYTES (1u << 20) /* what an idle thread may pin over the policy's caps */
 #define GROW_MAX_SHIFT 8
 
+/* ---- a thread that tears its data down ---------------------------------------
+ * A class flushed FREEING_RUNS times in a row with no refill, not grown,
+ * each flush finding the central exchange full (nobody takes its batches:
+ * not a pipeline, whose consumer's batches the producers take), is being
+ * freed for good: a program tearing its data down. Whatever the cache holds
+ * when the thread then stops pins slabs for good (nothing outside the
+ * thread can take it), so the cap and the batch drop to an eighth of the
+ * policy's batch. A thread still at it after FREEING_SUSTAIN_MS gets the
+ * policy's again; a refill, a turn or a flush the exchange takes ends it. */
+#define FREEING_RUNS 32
+#define FREEING_SUSTAIN_MS 100
+
+static bool freeing(const hk_tls_rec_t *r, unsigned c)
+{
+    return r && r->freeing_since[c] && (hk_now_ms() | 1) - r->freeing_since[c] < FREEING_SUSTAIN_MS;
+}
+
+static void note_flush(unsigned c, bool turn, bool spilled)
+{
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (!r || !grow)
+        return;
+    if (turn || r->grow[c] || !spilled) {
+        r->fruns[c] = 0;
+        r->freeing_since[c] = 0;
+        return;
+    }
+    if (r->fruns[c] < FREEING_RUNS && ++r->fruns[c] == FREEING_RUNS)
+        r->freeing_since[c] = hk_now_ms() | 1;
+}
+
 /* The most a grown cap may be for class c over the policy's cap. */
 static unsigned grow_most(unsigned c, unsigned base)
 {
@@ -106,6 +137,8 @@ static hk_limits_t set_cap(unsigned c, unsigned *move)
     hk_tls_rec_t *r = hk_tls_own_rec();
     if (r && r->grow[c] && base)
         cap = hk_umin(base << hk_umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
+    else if (base && freeing(r, c))
+        cap = lim.batch = hk_umin(base, hk_umax(lim.batch / 8, 2));
     if (c > HK_TINY_LAST) {
         size_t size = hk_class_size[c];
         size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
@@ -231,6 +264,8 @@ static void note_use(unsigned c, bool refill)
         if (refill) {
             r->turned[c] = 1;
             r->refill_at[c] = (uint32_t)r->allocs[c];
+            r->fruns[c] = 0;
+            r->freeing_since[c] = 0;
         }
     }
 }
@@ -304,6 +339,8 @@ void hk_tls_overflow(unsigned c, void *p)
      * as the new cap requires. */
     unsigned held = hk_tls.cap[c];
     note_use(c, false);
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    bool turn = r && r->turned[c];
     bool grew = grow_on_turn(c);
     unsigned move;
     hk_limits_t lim = set_cap(c, &move);
@@ -317,8 +354,8 @@ void hk_tls_overflow(unsigned c, void *p)
     unsigned k = held > keep ? held - keep : 0;
     if (k < move)
         k = move < held ? move : held;
-    if (k)
-        hk_refill_flush(c, cut(c, k), k, batch);
+    bool spilled = k && hk_refill_flush(c, cut(c, k), k, batch);
+    note_flush(c, turn, spilled);
     hk_tls.room[c] = (uint16_t)(cap - (held - k));
     if (cap == 0) {
         free_uncached(c, p);

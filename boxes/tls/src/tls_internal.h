@@ -18,6 +18,11 @@ typedef struct hk_tls_rec {
      * ran since the last purge pass (tls.c, "Caps that follow the thread"). */
     uint8_t grow[HK_NCLASS], turned[HK_NCLASS], used[HK_NCLASS];
     uint32_t refill_at[HK_NCLASS];
+    /* Per class: flushes in a row with no refill, and since when (ms | 1)
+     * the thread has only been freeing it (tls.c, "A thread that only
+     * frees"). */
+    uint8_t fruns[HK_NCLASS];
+    uint32_t freeing_since[HK_NCLASS];
     /* Medium blocks held for reuse, and what grows and shrinks their
      * depths and budget by the thread's turns (medium_cache.c). */
     hk_tls_medium_t medium;
