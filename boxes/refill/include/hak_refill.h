@@ -139,8 +139,9 @@ hk_limits_t hk_refill_limits(unsigned c);
  * `want` blocks carved from the slabs, or up to `most` where a slab's whole
  * free list fits (taken without reading it). A refill event for the policy.
  * give: takes back a NULL-terminated list of n blocks, cut into batches;
- * true when the exchange had no room for some (they went to their slabs:
- * nobody is taking the class's batches). flush: give, from a full cache (a
+ * true when the exchange had no room for some (they went to their slabs)
+ * and no thread took a batch of the class since it last had none: nobody
+ * is taking them. flush: give, from a full cache (a
  * flush event). drained: a thread gave its whole cache back (a drain
  * event). */
 unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);

@@ -16,6 +16,7 @@ typedef struct hk_class_state {
     /* For the stats: thread-cache refills and flushes, slabs now mapped,
      * and blocks handed out and not yet given back. */
     uint64_t takes, gives;
+    uint64_t spill_takes; /* takes at the last give that found the exchange full */
     size_t slabs;
     int64_t out;
     unsigned colour; /* slabs made, for the cache colour of the next */
@@ -281,14 +282,18 @@ bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
         central_push(cs, head, n);
         head = NULL;
     }
-    bool spilled = head != NULL;
+    /* Full twice with no take between: nobody is taking this class's
+     * batches (a teardown, not a pipeline's consumer). */
+    bool untaken = head != NULL && cs->takes == cs->spill_takes;
+    if (head)
+        cs->spill_takes = cs->takes;
     while (head) {
         void *next = hk_link_get(head);
         slab_return(cs, head);
         head = next;
     }
     hk_unlock(&cs->lock);
-    return spilled;
+    return untaken;
 }
 
 bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch)

@@ -79,8 +79,8 @@ void hk_tls_start(void)
 
 /* ---- a thread that tears its data down ---------------------------------------
  * A class flushed FREEING_RUNS times in a row with no refill, not grown,
- * each flush finding the central exchange full (nobody takes its batches:
- * not a pipeline, whose consumer's batches the producers take), is being
+ * each flush finding the central exchange full with no batch taken since
+ * (nobody takes them: not a pipeline, whose producers do), is being
  * freed for good: a program tearing its data down. Whatever the cache holds
  * when the thread then stops pins slabs for good (nothing outside the
  * thread can take it), so the cap and the batch drop to an eighth of the
