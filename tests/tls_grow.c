@@ -160,16 +160,19 @@ static void *trim(void *arg)
     return NULL;
 }
 
-/* One purge pass: another thread's malloc_trim (it drains only that
- * thread's cache). The test runs with no purge thread and a long delay, so
- * passes come from here alone. */
-static void pass(void)
+/* fn in a thread of its own, waited for. */
+static void in_thread(void *(*fn)(void *))
 {
     pthread_t t;
-    if (pthread_create(&t, NULL, trim, NULL) != 0)
+    if (pthread_create(&t, NULL, fn, NULL) != 0)
         FAIL("pthread_create");
     pthread_join(t, NULL);
 }
+
+/* One purge pass: another thread's malloc_trim (it drains only that
+ * thread's cache). The test runs with no purge thread and a long delay, so
+ * passes come from here alone. */
+static void pass(void) { in_thread(trim); }
 
 /* A thread busy with another class sees each pass at its next slow path:
  * a grown class with no slow path since the pass before halves and gives
@@ -377,10 +380,7 @@ static void *medium_producer(void *arg)
 
 static void consume(void)
 {
-    pthread_t t;
-    if (pthread_create(&t, NULL, medium_producer, NULL) != 0)
-        FAIL("pthread_create");
-    pthread_join(t, NULL);
+    in_thread(medium_producer);
     for (unsigned i = 0; i < GIVEN; i++)
         hak_free(given[i]);
 }
@@ -457,12 +457,8 @@ int main(void)
         printf("no medium cache (HAKMEM_THREAD_MEDIUM_BYTES is 0 in this build): its parts do not apply\n");
         nparts -= 4;
     }
-    for (unsigned i = 0; i < nparts; i++) {
-        pthread_t t; /* each part in a fresh thread: its own caps */
-        if (pthread_create(&t, NULL, parts[i], NULL) != 0)
-            FAIL("pthread_create");
-        pthread_join(t, NULL);
-    }
+    for (unsigned i = 0; i < nparts; i++)
+        in_thread(parts[i]); /* each part in a fresh thread: its own caps */
     printf("caps follow bursts, within bounds, and shrink\n");
     return 0;
 }

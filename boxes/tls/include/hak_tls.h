@@ -104,6 +104,12 @@ HK_INLINE void *hk_tls_medium_take(hk_tls_medium_t *mc, unsigned m)
 /* A malloc of class m found nothing held (the slow path: a turn, the trim). */
 void hk_tls_medium_miss(unsigned m);
 
+/* Keeps ticket t of a block of class m (the caller checked the room). */
+HK_INLINE void hk_tls_medium_keep(hk_tls_medium_t *mc, unsigned m, uintptr_t t)
+{
+    mc->held[m][mc->count[m]++] = t;
+    mc->left -= hk_medium_sizes[m];
+}
 /* free(p) of held class m (the slab map's code) on the hit path: true when
  * the thread now holds p; false when that takes hk_tls_medium_free_slow. */
 HK_INLINE bool hk_tls_medium_free(unsigned m, void *p)
@@ -113,8 +119,7 @@ HK_INLINE bool hk_tls_medium_free(unsigned m, void *p)
     uintptr_t t;
     if (HK_UNLIKELY(!mc || mc->count[m] >= mc->cap[m] || size > mc->left || !hk_medium_try_hold(p, &t)))
         return false;
-    mc->held[m][mc->count[m]++] = t;
-    mc->left -= size;
+    hk_tls_medium_keep(mc, m, t);
     return true;
 }
 /* The rest of free(p): true when the thread holds p after all (its cache

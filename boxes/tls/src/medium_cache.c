@@ -31,7 +31,7 @@ static bool grow_budget(hk_tls_rec_t *r)
 }
 
 /* The budget down to `budget` (at least the start), its blocks given back
- * beforehand by the caller. */
+ * beforehand by the caller (or the record's thread gone). */
 static void set_budget(hk_tls_rec_t *r, size_t budget)
 {
     __atomic_sub_fetch(&grown_total, r->mbudget - budget, __ATOMIC_RELAXED);
@@ -41,10 +41,8 @@ static void set_budget(hk_tls_rec_t *r, size_t budget)
 
 void hk_tls_medium_retire(hk_tls_rec_t *r)
 {
-    size_t start = start_bytes();
-    if (r->mbudget > start)
-        __atomic_sub_fetch(&grown_total, r->mbudget - start, __ATOMIC_RELAXED);
-    r->mbudget = start;
+    if (r->mbudget > start_bytes())
+        set_budget(r, start_bytes());
 }
 
 void hk_tls_medium_init(hk_tls_rec_t *r)
@@ -157,8 +155,7 @@ static bool hold(hk_tls_medium_t *mc, unsigned m, void *p)
     uintptr_t t = hk_medium_hold(hk_slabmap_chunk(p), p);
     if (!t)
         return false;
-    mc->held[m][mc->count[m]++] = t;
-    mc->left -= hk_medium_sizes[m];
+    hk_tls_medium_keep(mc, m, t);
     return true;
 }
 

@@ -94,9 +94,8 @@ static bool freeing(const hk_tls_rec_t *r, unsigned c)
     return r && r->freeing_since[c] && (hk_now_ms() | 1) - r->freeing_since[c] < FREEING_SUSTAIN_MS;
 }
 
-static void note_flush(unsigned c, bool turn, bool spilled)
+static void note_flush(hk_tls_rec_t *r, unsigned c, bool turn, bool spilled)
 {
-    hk_tls_rec_t *r = hk_tls_own_rec();
     if (!r || !grow)
         return;
     if (turn || r->grow[c] || !spilled) {
@@ -355,7 +354,7 @@ void hk_tls_overflow(unsigned c, void *p)
     if (k < move)
         k = move < held ? move : held;
     bool spilled = k && hk_refill_flush(c, cut(c, k), k, batch);
-    note_flush(c, turn, spilled);
+    note_flush(r, c, turn, spilled);
     hk_tls.room[c] = (uint16_t)(cap - (held - k));
     if (cap == 0) {
         free_uncached(c, p);
