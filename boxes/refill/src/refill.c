@@ -7,10 +7,14 @@
 
 #define CENTRAL_MAX 64
 
-typedef struct hk_class_state {
+typedef struct { void *head; unsigned n; } hk_batch_t;
+
+/* A class's lock and counts share no line with another class's; its
+ * exchange lives apart (below), so a program that never flushes touches a
+ * line of state a class and not a 1 KiB array (small programs stay small). */
+typedef struct __attribute__((aligned(64))) hk_class_state {
     hk_lock_t lock;
-    unsigned nbatch;
-    struct { void *head; unsigned n; } batch[CENTRAL_MAX];
+    unsigned nbatch; /* lists in the class's exchange */
     hk_slab_list_t partial; /* slabs with free or uncarved blocks */
     uint32_t last_give_ms; /* when a batch last entered the exchange */
     /* For the stats: thread-cache refills and flushes, slabs now mapped,
@@ -29,6 +33,13 @@ typedef struct hk_class_state {
 #define HK_REFILL_SHARDS 1
 #endif
 static hk_class_state_t classes[HK_NCLASS][HK_REFILL_SHARDS];
+static hk_batch_t exchange[HK_NCLASS * HK_REFILL_SHARDS][CENTRAL_MAX];
+
+/* The exchange of the class (and shard) whose state is cs. */
+static inline hk_batch_t *batches(const hk_class_state_t *cs)
+{
+    return exchange[cs - &classes[0][0]];
+}
 
 /* The calling thread's shard: threads keep theirs, spread by their id. */
 static unsigned my_shard(void)
@@ -195,9 +206,9 @@ unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
     hk_lock(&cs->lock);
     cs->takes++;
     if (cs->nbatch) {
-        cs->nbatch--;
-        *head = cs->batch[cs->nbatch].head;
-        unsigned n = cs->batch[cs->nbatch].n;
+        hk_batch_t *x = &batches(cs)[--cs->nbatch];
+        *head = x->head;
+        unsigned n = x->n;
         cs->out += n;
         hk_unlock(&cs->lock);
         hk_policy_event(HK_EV_REFILL, c, n);
@@ -244,9 +255,7 @@ static void slab_return(hk_class_state_t *cs, void *b)
 /* Caller holds cs->lock and has checked there is room. */
 static void central_push(hk_class_state_t *cs, void *head, unsigned n)
 {
-    cs->batch[cs->nbatch].head = head;
-    cs->batch[cs->nbatch].n = n;
-    cs->nbatch++;
+    batches(cs)[cs->nbatch++] = (hk_batch_t){head, n};
     cs->last_give_ms = hk_now_ms();
     hk_refill_mark_pending();
 }
@@ -312,10 +321,10 @@ void *hk_refill_alloc_one(unsigned c)
     void *b = NULL;
     hk_lock(&cs->lock);
     if (cs->nbatch) {
-        unsigned top = cs->nbatch - 1;
-        b = cs->batch[top].head;
-        cs->batch[top].head = hk_link_next(b);
-        if (--cs->batch[top].n == 0)
+        hk_batch_t *top = &batches(cs)[cs->nbatch - 1];
+        b = top->head;
+        top->head = hk_link_next(b);
+        if (--top->n == 0)
             cs->nbatch--;
     } else {
         blist_t l = {NULL, NULL};
@@ -352,7 +361,7 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
             *pending = true;
         else {
             while (cs->nbatch) {
-                void *b = cs->batch[--cs->nbatch].head;
+                void *b = batches(cs)[--cs->nbatch].head;
                 while (b) {
                     void *next = hk_link_next(b);
                     slab_return(cs, b);
@@ -405,7 +414,7 @@ void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st)
         st->out += cs->out;
         st->slabs += cs->slabs;
         for (unsigned i = 0; i < cs->nbatch; i++)
-            st->central += cs->batch[i].n;
+            st->central += batches(cs)[i].n;
         for (hk_page_t *pg = cs->partial.head; pg; pg = pg->next)
             st->slab_free += pg->capacity - pg->used;
         hk_unlock(&cs->lock);

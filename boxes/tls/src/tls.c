@@ -290,13 +290,16 @@ void *hk_tls_refill(unsigned c)
     if (cap == 0)
         return alloc_uncached(c);
     /* Slow start: a thread carves no more than it has already used of the
-     * class (at least 4), so a thread that touches a class once does not
-     * park a whole batch of it (thousands of threads each touching dozens
-     * of classes paid ~220 KiB apiece); the batch is reached by doubling. */
+     * class (at least 4, or a page's worth of blocks of 1 KiB and up: a
+     * fresh block costs a page fault), so a thread that touches a class once
+     * does not park a whole batch of it (thousands of threads each touching
+     * dozens of classes paid ~220 KiB apiece; a program whose one 4 KiB
+     * stdio buffer came with three more paid 12 KiB); the batch is reached
+     * by doubling. */
     unsigned want = hk_umin(move, cap);
     uint64_t used = hk_tls.count[c];
     if (used < want) {
-        unsigned least = want < 4 ? want : 4;
+        unsigned least = hk_umin(want, hk_umin(4, hk_umax(1, HK_OS_PAGE / hk_class_size[c])));
         want = used < least ? least : (unsigned)used;
     }
     void *head; /* up to twice that where a slab's free list is taken whole */
