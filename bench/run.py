@@ -50,7 +50,8 @@ LIB_DIRS = ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", 
 # bench_small: live_bytes (up to 200: one block)
 # A program "@NAME" is a real program (see REAL_PROGRAMS), timed by the launcher as a whole process
 # (wall time); "{bench}" in its arguments is this directory; options["env"] is added to its env
-# (a value None removes the variable); options["explicit"] runs it only when --only names it.
+# (a value None removes the variable); options["explicit"] runs it only when --only names it;
+# options["runs"] runs it that many times a rep (each allocator in turn each time).
 WORKLOADS = [
     # Free a block and allocate one at once: the hit paths' latency, with nothing else in the loop.
     ("pair_32",               "bench_pair",     [32, 1, 50_000_000],              [32, 1, 5_000_000]),
@@ -91,8 +92,10 @@ WORKLOADS = [
     ("falseshare_48",         "bench_falseshare", [100_000_000, 48, 64],          [10_000_000, 48, 64]),
     ("phase",                 "bench_phase",    [1_500_000, 40_000, 1000],        [500_000, 20_000, 200]),
     # Small programs: 100 B, and 2 MiB of 16-200 B blocks (half freed); their point is peak RSS.
-    ("small_100",             "bench_small",    [100],                            [100]),
-    ("small_2mb",             "bench_small",    [2_097_152],                      [2_097_152]),
+    # A run takes milliseconds and its peak moves by ±5% with where the libraries land (ASLR decides
+    # which 64 KiB windows of libc the kernel maps around a fault): 4 runs a rep, medians of 20.
+    ("small_100",             "bench_small",    [100],                            [100], {"runs": 4}),
+    ("small_2mb",             "bench_small",    [2_097_152],                      [2_097_152], {"runs": 4}),
     # A pointer chase through a live set far beyond the TLB's reach with 4 KiB pages (the case 2 MiB
     # pages are for). 256 MiB keeps a run near 3 s; the 1 GiB one (~12 s a run) runs when --only names it.
     ("randaccess_256m",       "bench_randaccess", [256, 64, 3_000_000],           [32, 64, 300_000]),
@@ -154,25 +157,63 @@ int main(void) {
 # and execs the workload, waits for it with wait4() and prints its rusage, so ru_maxrss is the
 # workload's own peak (floor: a few hundred KB). It also times fork..wait4 for "program" workloads,
 # which print no timing of their own (the runner's poll loop is only 20 ms accurate).
+# Peak memory is the larger of ru_maxrss and VmHWM read from /proc at the workload's exit (a
+# ptrace exit stop, the only stop it adds besides exec's): since Linux 6.2 ru_maxrss reads the RSS
+# counters' per-CPU parts without summing them, so it can fall short by up to 31 pages per counter
+# (file, anon) and CPU (8% of a 1.5 MB program, whichever allocator runs), while /proc/PID/status
+# sums them (bench/README.md). Without ptrace (a sandbox that forbids it) ru_maxrss alone is used.
 LAUNCHER_SRC = r"""
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+static long vm_hwm_kb(pid_t pid) {
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *h = strstr(buf, "VmHWM:");
+    return h ? strtol(h + 6, NULL, 10) : 0;
+}
 int main(int argc, char **argv) {
     if (argc < 2) return 127;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pid_t pid = fork();
     if (pid < 0) { perror("fork"); return 127; }
-    if (pid == 0) { execv(argv[1], argv + 1); perror("execv"); _exit(127); }
-    int st; struct rusage ru;
-    if (wait4(pid, &st, 0, &ru) < 0) { perror("wait4"); return 127; }
+    if (pid == 0) {
+        ptrace(PTRACE_TRACEME, 0, NULL, NULL); /* failing is fine: no exit stop then */
+        execv(argv[1], argv + 1);
+        perror("execv");
+        _exit(127);
+    }
+    int st; struct rusage ru; long hwm = 0; int traced = 0;
+    for (;;) {
+        if (wait4(pid, &st, 0, &ru) < 0) { perror("wait4"); return 127; }
+        if (!WIFSTOPPED(st)) break;
+        int sig = WSTOPSIG(st);
+        if (!traced && sig == SIGTRAP) { /* exec's stop: ask for the exit stop, and only that */
+            traced = 1;
+            ptrace(PTRACE_SETOPTIONS, pid, NULL, (void *)(long)(PTRACE_O_TRACEEXIT | PTRACE_O_EXITKILL));
+            sig = 0;
+        } else if (st >> 8 == (SIGTRAP | (PTRACE_EVENT_EXIT << 8))) {
+            hwm = vm_hwm_kb(pid);
+            sig = 0;
+        }
+        ptrace(PTRACE_CONT, pid, NULL, (void *)(long)sig); /* other signals go on to the workload */
+    }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    fprintf(stderr, "\n@@launcher maxrss_kb=%ld utime_s=%ld.%06ld stime_s=%ld.%06ld wall_s=%.6f\n", ru.ru_maxrss,
+    fprintf(stderr, "\n@@launcher maxrss_kb=%ld ru_maxrss_kb=%ld hwm_kb=%ld utime_s=%ld.%06ld stime_s=%ld.%06ld wall_s=%.6f\n",
+            hwm > ru.ru_maxrss ? hwm : ru.ru_maxrss, ru.ru_maxrss, hwm,
             (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec, (long)ru.ru_stime.tv_sec, (long)ru.ru_stime.tv_usec,
             (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     if (WIFSIGNALED(st)) { fprintf(stderr, "killed by signal %d\n", WTERMSIG(st)); return 128 + WTERMSIG(st); }
@@ -438,7 +479,7 @@ def summarize(rows, allocs, workloads, programs=()):
     lines = []
     lines.append("Cells: **median ns/op** (min–max over reps) ×ratio-to-%s · median peak memory MB "
                  "×ratio. Ratio > 1 = slower / more memory than %s. Best time per row in bold. "
-                 "Memory = ru_maxrss (+ HugetlbPages if any). Rows marked [ms] are real programs: "
+                 "Memory = peak RSS, the larger of ru_maxrss and VmHWM at exit (+ HugetlbPages if any). Rows marked [ms] are real programs: "
                  "their time is the whole process' wall time in ms." % (ref, ref))
     lines.append("")
     lines.append("| workload | " + " | ".join(names) + " |")
@@ -664,7 +705,7 @@ set title "time of each allocator relative to {ref} (median ns/op, or wall time 
 set ylabel "time / {ref}'s (log scale)\\nabove 1: slower than {ref}\\nbelow 1: faster"
 plot {time_bars}
 set ytics ({mem_ytics})
-set title "peak memory of each allocator relative to {ref} (median ru_maxrss + HugetlbPages)"
+set title "peak memory of each allocator relative to {ref} (median peak RSS + HugetlbPages)"
 set ylabel "peak memory / {ref}'s (log scale)\\nabove 1: more memory than {ref}\\nbelow 1: less"
 plot {mem_bars}
 unset multiplot
@@ -751,7 +792,7 @@ def main():
     launcher = os.path.join(build_dir, "launcher")
     rows = []
     t_start = time.monotonic()
-    total = reps * len(wl) * len(allocs)
+    total = reps * sum(opt.get("runs", 1) for _, _, _, opt in wl) * len(allocs)
     done = 0
     with open(os.path.join(outdir, "results.csv"), "w", newline="") as fcsv:
         wr = csv.DictWriter(fcsv, fieldnames=CSV_FIELDS)
@@ -759,29 +800,31 @@ def main():
         try:
             for rep in range(1, reps + 1):
                 for wname, prog, argv, opt in wl:
-                    for aname, path, _ in allocs:   # interleaved: every allocator once per rep
-                        exe = exes.get(wname) or os.path.join(build_dir, prog)
-                        r = run_one(launcher, exe, argv, path, args.timeout, args.sample_ms / 1000.0,
-                                    opt.get("env"), program=wname in exes)
-                        r.update(rep=rep, workload=wname, allocator=aname, args=" ".join(map(str, argv)))
-                        rows.append(r)
-                        wr.writerow({k: r[k] for k in CSV_FIELDS})
-                        fcsv.flush()
-                        done += 1
-                        el = time.monotonic() - t_start
-                        status = "%s %s %s MB" % (fmt_t(r["t"]), "ms" if wname in exes else "ns/op",
-                                                  fmt_mb(r["peak_rss_kb"])) if r["ok"] \
-                            else "FAILED (exit %s) %s" % (r["exit"], r["stderr"][-120:])
-                        log("[%d/%d rep %d] %-22s %-9s %s  %.2fs  (eta %.0fs)" % (
-                            done, total, rep, wname, aname, status, r["wall_s"], el / done * (total - done)))
+                    runs = opt.get("runs", 1)
+                    for _ in range(runs):
+                        for aname, path, _ in allocs:   # interleaved: every allocator in turn
+                            exe = exes.get(wname) or os.path.join(build_dir, prog)
+                            r = run_one(launcher, exe, argv, path, args.timeout, args.sample_ms / 1000.0,
+                                        opt.get("env"), program=wname in exes)
+                            r.update(rep=rep, workload=wname, allocator=aname, args=" ".join(map(str, argv)))
+                            rows.append(r)
+                            wr.writerow({k: r[k] for k in CSV_FIELDS})
+                            fcsv.flush()
+                            done += 1
+                            el = time.monotonic() - t_start
+                            status = "%s %s %s MB" % (fmt_t(r["t"]), "ms" if wname in exes else "ns/op",
+                                                      fmt_mb(r["peak_rss_kb"])) if r["ok"] \
+                                else "FAILED (exit %s) %s" % (r["exit"], r["stderr"][-120:])
+                            log("[%d/%d rep %d] %-22s %-9s %s  %.2fs  (eta %.0fs)" % (
+                                done, total, rep, wname, aname, status, r["wall_s"], el / done * (total - done)))
                     # One line per workload and rep as well: a reader who wants progress, not a line per
                     # allocator (tests/run.sh shows only these), sees what ran and what failed.
-                    mine = rows[-len(allocs):]
+                    mine = rows[-len(allocs) * runs:]
                     bad = [r["allocator"] for r in mine if not r["ok"]]
                     el = time.monotonic() - t_start
                     log("rep %d/%d %-22s %d/%d ok%s  (%.0f s in, eta %.0f s)" % (
                         rep, reps, wname, len(mine) - len(bad), len(mine),
-                        "; FAILED: " + ", ".join(bad) if bad else "", el, el / done * (total - done)))
+                        "; FAILED: " + ", ".join(sorted(set(bad))) if bad else "", el, el / done * (total - done)))
         except KeyboardInterrupt:
             log("interrupted: summarizing the runs done so far")
     wall = time.monotonic() - t_start
