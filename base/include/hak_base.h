@@ -150,6 +150,17 @@ typedef struct hk_limits {
 __attribute__((noreturn, cold)) void hk_fatal_op(const char *kind, const char *op, const void *p);
 /* Writes one "hakmem: <msg>" line to stderr without allocating. */
 void hk_log(const char *msg);
+/* A trace line built without malloc (cut at the end of the buffer): text
+ * and numbers appended in turn, then written as hk_log does. */
+typedef struct { char b[224]; unsigned n; } hk_line_t;
+void hk_line_str(hk_line_t *l, const char *s);
+void hk_line_u(hk_line_t *l, uint64_t v);
+HK_INLINE void hk_line_kv(hk_line_t *l, const char *label, uint64_t v)
+{
+    hk_line_str(l, label);
+    hk_line_u(l, v);
+}
+void hk_line_log(hk_line_t *l);
 
 /* The link of free block b, as every list walk that hands blocks out reads
  * it. -Dhardened=true: one that does not decode to a 16-byte aligned address

@@ -68,6 +68,28 @@ void hk_log(const char *msg)
     write_all(buf, n);
 }
 
+void hk_line_str(hk_line_t *l, const char *s)
+{
+    l->n = (unsigned)put_str(l->b, l->n, sizeof l->b - 1, s);
+}
+
+void hk_line_u(hk_line_t *l, uint64_t v)
+{
+    char d[24];
+    int k = 0;
+    do
+        d[k++] = (char)('0' + v % 10);
+    while ((v /= 10) && k < 24);
+    while (k && l->n < sizeof l->b - 1)
+        l->b[l->n++] = d[--k];
+}
+
+void hk_line_log(hk_line_t *l)
+{
+    l->b[l->n] = 0;
+    hk_log(l->b);
+}
+
 void hk_fatal_op(const char *kind, const char *op, const void *p)
 {
     char buf[160];

@@ -168,50 +168,25 @@ void hk_policy_event(unsigned kind, unsigned c, unsigned n)
 
 /* ---- trace: one line per decision, formatted without malloc ---------- */
 
-static size_t put(char *b, size_t at, const char *s)
-{
-    while (*s && at < 200)
-        b[at++] = *s++;
-    return at;
-}
-
-static size_t put_u(char *b, size_t at, uint64_t v)
-{
-    char d[24];
-    int k = 0;
-    do
-        d[k++] = (char)('0' + v % 10);
-    while ((v /= 10) && k < 24);
-    while (k && at < 200)
-        b[at++] = d[--k];
-    return at;
-}
-
-/* Appends label then the number: the trace lines are lists of these. */
-static size_t put_kv(char *b, size_t at, const char *label, uint64_t v)
-{
-    return put_u(b, put(b, at, label), v);
-}
-
 static void trace_decision(unsigned c, uint32_t old, uint32_t now, const char *why)
 {
-    char b[224];
-    size_t n = put_kv(b, 0, "ace: class ", c);
-    n = put_kv(b, n, " (", hk_class_size[c]);
-    n = put_kv(b, n, " B) cap ", old >> 16);
-    n = put_kv(b, n, " -> ", now >> 16);
-    n = put_kv(b, n, ", batch ", old & 0xffff);
-    n = put_kv(b, n, " -> ", now & 0xffff);
-    n = put(b, put(b, n, ": "), why);
-    n = put_kv(b, n, " (refills ", win[c].refills);
-    n = put_kv(b, n, ", flushes ", win[c].flushes);
-    n = put_kv(b, n, ", turns ", win[c].turns);
-    n = put_kv(b, n, ", exits ", win[c].drains);
-    n = put_kv(b, n, ", runs ", win[c].rruns);
-    n = put_kv(b, n, "/", win[c].fruns);
-    n = put(b, n, ")");
-    b[n] = 0;
-    hk_log(b);
+    hk_line_t l = {.n = 0};
+    hk_line_kv(&l, "ace: class ", c);
+    hk_line_kv(&l, " (", hk_class_size[c]);
+    hk_line_kv(&l, " B) cap ", old >> 16);
+    hk_line_kv(&l, " -> ", now >> 16);
+    hk_line_kv(&l, ", batch ", old & 0xffff);
+    hk_line_kv(&l, " -> ", now & 0xffff);
+    hk_line_str(&l, ": ");
+    hk_line_str(&l, why);
+    hk_line_kv(&l, " (refills ", win[c].refills);
+    hk_line_kv(&l, ", flushes ", win[c].flushes);
+    hk_line_kv(&l, ", turns ", win[c].turns);
+    hk_line_kv(&l, ", exits ", win[c].drains);
+    hk_line_kv(&l, ", runs ", win[c].rruns);
+    hk_line_kv(&l, "/", win[c].fruns);
+    hk_line_str(&l, ")");
+    hk_line_log(&l);
 }
 
 /* ---- the learner -------------------------------------------------------- */
@@ -401,14 +376,13 @@ __attribute__((destructor)) static void trace_totals(void)
         return;
     hk_ace_stats_t st;
     hk_ace_stats(&st);
-    char b[224];
-    size_t n = put_kv(b, 0, "ace: refills ", st.refills);
-    n = put_kv(b, n, " flushes ", st.flushes);
-    n = put_kv(b, n, " drains ", st.drains);
-    n = put_kv(b, n, " events ", st.events);
-    n = put_kv(b, n, " dropped ", st.dropped);
-    n = put_kv(b, n, " skipped ", st.skipped);
-    n = put_kv(b, n, " decisions ", st.decisions);
-    b[n] = 0;
-    hk_log(b);
+    hk_line_t l = {.n = 0};
+    hk_line_kv(&l, "ace: refills ", st.refills);
+    hk_line_kv(&l, " flushes ", st.flushes);
+    hk_line_kv(&l, " drains ", st.drains);
+    hk_line_kv(&l, " events ", st.events);
+    hk_line_kv(&l, " dropped ", st.dropped);
+    hk_line_kv(&l, " skipped ", st.skipped);
+    hk_line_kv(&l, " decisions ", st.decisions);
+    hk_line_log(&l);
 }

@@ -60,6 +60,7 @@ void hk_init_slow(void)
         .mid_bytes = pol.thread_mid_bytes,
         .medium_bytes = hk_env_uint("HAKMEM_THREAD_MEDIUM_BYTES", (unsigned)HK_TLS_MEDIUM_BYTES, 1u << 30),
         .grow = !HK_LEARNING || !pol.learning, /* Box 3's caps are global: one rule at a time */
+        .trace = hk_env_uint("HAKMEM_CACHE_TRACE", 0, 1),
         .exit_hook = hk_purge_safe_point_slow, /* a thread's exit is a safe point */
     });
     pthread_atfork(fork_prepare, fork_parent, fork_child);

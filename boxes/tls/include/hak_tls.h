@@ -66,6 +66,7 @@ typedef struct hk_tls_config {
     size_t mid_bytes;    /* HAKMEM_THREAD_MID_BYTES: the 1-32 KiB classes' caps together */
     size_t medium_bytes; /* HAKMEM_THREAD_MEDIUM_BYTES: the most a medium budget grows to (0: none) */
     bool grow;           /* caps follow each thread's bursts (off while Box 3 learns caps) */
+    bool trace;          /* HAKMEM_CACHE_TRACE: each change of a thread's caps on stderr */
     void (*exit_hook)(void); /* called last at a thread's exit, no lock held; or NULL */
 } hk_tls_config_t;
 void hk_tls_configure(const hk_tls_config_t *cfg);

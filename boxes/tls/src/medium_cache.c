@@ -17,6 +17,28 @@ static size_t grown_total;
 
 static size_t start_bytes(void) { return hk_umin(MEDIUM_START, hk_tls_medium_bytes); }
 
+static void trace_depth(unsigned m, unsigned old, unsigned now, const char *why)
+{
+    hk_line_t l = hk_tls_trace_line();
+    hk_line_kv(&l, "medium class ", m);
+    hk_line_kv(&l, " (", hk_medium_sizes[m]);
+    hk_line_kv(&l, " B) depth ", old);
+    hk_line_kv(&l, " -> ", now);
+    hk_line_str(&l, ": ");
+    hk_line_str(&l, why);
+    hk_line_log(&l);
+}
+
+static void trace_budget(size_t old, size_t now, const char *why)
+{
+    hk_line_t l = hk_tls_trace_line();
+    hk_line_kv(&l, "medium budget ", old >> 10);
+    hk_line_kv(&l, " KiB -> ", now >> 10);
+    hk_line_str(&l, " KiB: ");
+    hk_line_str(&l, why);
+    hk_line_log(&l);
+}
+
 static bool grow_budget(hk_tls_rec_t *r)
 {
     if (r->mbudget + MEDIUM_STEP > hk_tls_medium_bytes)
@@ -27,6 +49,8 @@ static bool grow_budget(hk_tls_rec_t *r)
     }
     r->mbudget += MEDIUM_STEP;
     r->medium.left += MEDIUM_STEP;
+    if (HK_UNLIKELY(hk_tls_trace))
+        trace_budget(r->mbudget - MEDIUM_STEP, r->mbudget, "a turn: a malloc found nothing held, then a free found it full");
     return true;
 }
 
@@ -119,6 +143,9 @@ void hk_tls_medium_sweep(hk_tls_rec_t *r, bool idle)
     hk_tls_medium_t *mc = &r->medium;
     for (unsigned m = 0; m < HK_MEDIUM_HELD_CLASSES; m++)
         if (mc->cap[m] > HK_TLS_MEDIUM_DEPTH && (idle || !used(r, m))) {
+            if (HK_UNLIKELY(hk_tls_trace))
+                trace_depth(m, mc->cap[m], HK_TLS_MEDIUM_DEPTH, idle ? "the thread was idle over purge passes"
+                                                                      : "no malloc of the class since the last purge pass");
             mc->cap[m] = HK_TLS_MEDIUM_DEPTH;
             while (mc->count[m] > HK_TLS_MEDIUM_DEPTH)
                 release_one(r, m);
@@ -126,6 +153,9 @@ void hk_tls_medium_sweep(hk_tls_rec_t *r, bool idle)
     size_t start = start_bytes();
     if (r->mbudget > start && (idle || !r->mwanted)) {
         size_t budget = idle ? start : hk_umax(start, r->mbudget / 2);
+        if (HK_UNLIKELY(hk_tls_trace))
+            trace_budget(r->mbudget, budget, idle ? "the thread was idle over purge passes"
+                                                  : "not filled after a miss since the last purge pass");
         trim_to(r, budget);
         set_budget(r, budget);
     }
@@ -178,6 +208,8 @@ bool hk_tls_medium_free_slow(unsigned m, void *p)
         mc->cap[m]++;
         r->mmiss[m] = 0;
         grew = true;
+        if (HK_UNLIKELY(hk_tls_trace))
+            trace_depth(m, mc->cap[m] - 1, mc->cap[m], "a turn: a malloc found the class empty, then a free found it full");
     }
     if (mc->count[m] < mc->cap[m] && size > mc->left && r->mmissed) {
         r->mmissed = 0;

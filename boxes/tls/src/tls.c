@@ -2,6 +2,8 @@
 #include "tls_internal.h"
 
 #include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 __thread hk_tls_t hk_tls __attribute__((tls_model("initial-exec")));
 bool hk_tls_exit_key_ok;
@@ -9,6 +11,15 @@ bool hk_tls_exit_key_ok;
 static pthread_key_t exit_key;
 static size_t cache_bytes = 16u << 20; /* HAKMEM_THREAD_MID_BYTES */
 static bool grow = true;
+bool hk_tls_trace; /* HAKMEM_CACHE_TRACE */
+
+hk_line_t hk_tls_trace_line(void)
+{
+    hk_line_t l = {.n = 0};
+    hk_line_kv(&l, "cache: tid ", (uint64_t)syscall(SYS_gettid));
+    hk_line_str(&l, " ");
+    return l;
+}
 
 static void (*exit_hook)(void);
 
@@ -32,6 +43,7 @@ void hk_tls_configure(const hk_tls_config_t *cfg)
     grow = cfg->grow;
     hk_tls_medium_bytes = cfg->medium_bytes;
     exit_hook = cfg->exit_hook;
+    hk_tls_trace = cfg->trace;
     if (pthread_key_create(&exit_key, thread_exit) == 0)
         hk_tls_exit_key_ok = true;
 }
@@ -121,9 +133,11 @@ static unsigned grow_most(unsigned c, unsigned base)
  * growth is checked against the same budget where it is decided). Returns the cap in force and the policy's batch (what Box 2's
  * exchange is cut in); *move is what to move to or from Box 2 at a time:
  * the batch, or half a grown cap. */
-static hk_limits_t set_cap(unsigned c, unsigned *move)
+static hk_limits_t set_cap(unsigned c, unsigned *move, const char *event)
 {
     hk_limits_t lim = hk_refill_limits(c);
+    unsigned old = hk_tls.cap[c];
+    const char *rule = "the policy's cap";
 #if !HK_POOL_TLS
     if (c > CACHED_LAST) {
         hk_tls.cap[c] = 0;
@@ -134,21 +148,40 @@ static hk_limits_t set_cap(unsigned c, unsigned *move)
 #endif
     unsigned base = lim.cap, cap = base;
     hk_tls_rec_t *r = hk_tls_own_rec();
-    if (r && r->grow[c] && base)
+    if (r && r->grow[c] && base) {
         cap = hk_umin(base << hk_umin(r->grow[c], GROW_MAX_SHIFT), grow_most(c, base));
-    else if (base && freeing(r, c))
+        rule = "grown";
+    } else if (base && freeing(r, c)) {
         cap = lim.batch = hk_umin(base, hk_umax(lim.batch / 8, 2));
+        rule = "tearing down: 32 flushes in a row, none taken from the exchange";
+    }
     if (c > HK_TINY_LAST) {
         size_t size = hk_class_size[c];
         size_t others = hk_tls.mid_cap_bytes - hk_tls.cap[c] * size;
         size_t allowed = cache_bytes > others ? (cache_bytes - others) / size : 0;
-        if (cap > allowed)
+        if (cap > allowed) {
             cap = (unsigned)allowed;
+            rule = "within the thread's mid budget";
+        }
         hk_tls.mid_cap_bytes = (uint32_t)(others + cap * size);
     }
     hk_tls.cap[c] = (uint16_t)cap;
     lim.cap = cap;
     *move = cap > base ? hk_umax(lim.batch, cap / 2) : lim.batch;
+    if (HK_UNLIKELY(hk_tls_trace) && old && cap != old) {
+        hk_line_t l = hk_tls_trace_line();
+        hk_line_kv(&l, "class ", c);
+        hk_line_kv(&l, " (", hk_class_size[c]);
+        hk_line_kv(&l, " B) cap ", old);
+        hk_line_kv(&l, " -> ", cap);
+        hk_line_kv(&l, ", moved ", *move);
+        hk_line_str(&l, " at a time: ");
+        hk_line_str(&l, rule);
+        hk_line_str(&l, " (");
+        hk_line_str(&l, event);
+        hk_line_str(&l, ")");
+        hk_line_log(&l);
+    }
     return lim;
 }
 
@@ -243,7 +276,8 @@ void hk_tls_trim_if_idle(void)
             r->grow[c] = idle ? 0 : r->grow[c] - 1;
             unsigned held = hk_tls.cap[c] - hk_tls.room[c];
             unsigned move;
-            hk_limits_t lim = set_cap(c, &move);
+            hk_limits_t lim = set_cap(c, &move, idle ? "the thread was idle over purge passes"
+                                                     : "no slow path of the class since the last purge pass");
             unsigned k = held > lim.cap ? held - lim.cap : 0;
             if (k)
                 hk_refill_flush(c, cut(c, k), k, hk_refill_limits(c).batch);
@@ -284,7 +318,7 @@ void *hk_tls_refill(unsigned c)
     }
     note_use(c, true);
     unsigned move;
-    hk_limits_t lim = set_cap(c, &move); /* the list is empty: count 0, room = cap */
+    hk_limits_t lim = set_cap(c, &move, "at a refill"); /* the list is empty: count 0, room = cap */
     unsigned cap = lim.cap, batch = lim.batch;
     hk_tls.room[c] = (uint16_t)cap;
     if (cap == 0)
@@ -345,7 +379,8 @@ void hk_tls_overflow(unsigned c, void *p)
     bool turn = r && r->turned[c];
     bool grew = grow_on_turn(c);
     unsigned move;
-    hk_limits_t lim = set_cap(c, &move);
+    hk_limits_t lim = set_cap(c, &move, grew ? "a burst: the list ran from empty to full within its cap"
+                                             : "at a flush");
     unsigned cap = lim.cap, batch = lim.batch;
     if (grew && cap > held) {
         hk_tls.room[c] = (uint16_t)(cap - held);

@@ -37,6 +37,11 @@ typedef struct hk_tls_rec {
     struct hk_tls_rec *next, *prev;
 } __attribute__((aligned(64))) hk_tls_rec_t;
 
+/* HAKMEM_CACHE_TRACE=1: a line for each change of a thread's caps, depths
+ * or medium budget (docs/api.md); the line starts "cache: tid N ". */
+extern HK_HIDDEN bool hk_tls_trace;
+hk_line_t hk_tls_trace_line(void);
+
 /* registry.c: a record for the calling thread (its counts), or the shared
  * fallback's when none can be had; given back at thread exit. */
 uint64_t *hk_tls_rec_claim(void);
