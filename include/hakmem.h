@@ -95,6 +95,12 @@ HAK_API void hak_stats_print(FILE *out);
  * line says which build ran (docs/api.md). */
 HAK_API const char *hak_version(void);
 
+/* Writes the heap profile (google-pprof's sampled heap format: live and
+ * cumulative sampled allocations by stack) to path. 0 on success; -1 with
+ * errno ENOTSUP when sampling is off (set HAKMEM_PROF or HAKMEM_PROF_SAMPLE),
+ * or open's or write's errno. docs/profiling.md. */
+HAK_API int hak_prof_dump(const char *path);
+
 #ifdef __cplusplus
 }
 #endif

@@ -109,6 +109,8 @@ uint32_t hk_now_ms(void);
  * (anything else is reported once); read with secure_getenv, so a setuid
  * program's invoker cannot tune it. No allocation. */
 unsigned hk_env_uint(const char *name, unsigned def, unsigned max);
+/* The setting's text, or NULL when it is unset or empty. */
+const char *hk_env_str(const char *name);
 /* Reports once a variable this build has no use for, unless unset or "0". */
 void hk_env_unused(const char *name, const char *why);
 /* A random word (AT_RANDOM, the clock, ASLR), odd: secrets and seeds. */

@@ -136,6 +136,12 @@ static void env_ignored(const char *why, const char *name, const char *tail)
     hk_log(msg);
 }
 
+const char *hk_env_str(const char *name)
+{
+    const char *v = secure_getenv(name);
+    return v && *v ? v : NULL;
+}
+
 unsigned hk_env_uint(const char *name, unsigned def, unsigned max)
 {
     const char *v = secure_getenv(name);

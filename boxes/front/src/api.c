@@ -75,7 +75,7 @@ static HK_NOINLINE void *medium_alloc(size_t n)
     return hk_tls_medium_take(mc, m);
 }
 
-HK_INLINE void *alloc(size_t n)
+HK_INLINE void *route(size_t n)
 {
     size_t c;
     if (HK_LIKELY(n <= HK_TINY_MAX)) /* one compare for the commonest sizes */
@@ -96,6 +96,31 @@ HK_INLINE void *alloc(size_t n)
     return small_miss(c);
 }
 
+/* The thread's sampling countdown ran out on this allocation. */
+static HK_NOINLINE void *alloc_sampled(size_t n, size_t room)
+{
+    bool take = hk_prof_next(n);
+    void *p = route(room);
+    if (p && take)
+        hk_prof_record(p, n);
+    return p;
+}
+
+/* A block of room bytes for a request of n (realloc's headroom, an aligned
+ * block's rounding): the countdown and the profile see n. */
+HK_INLINE void *alloc_as(size_t n, size_t room)
+{
+    if (hk_tls_sample_due(n))
+        return alloc_sampled(n, room);
+    return route(room);
+}
+
+HK_INLINE void *alloc(size_t n) { return alloc_as(n, n); }
+
+/* The countdown for the paths that bypass alloc (big calloc and aligned
+ * blocks): whether the block about to be made is sampled. */
+HK_INLINE bool sample_big(size_t n) { return hk_tls_sample_due(n) && hk_prof_next(n); }
+
 HK_HOT_ENTRY void *hak_malloc(size_t n) { return alloc(n); }
 
 void *hak_calloc(size_t nmemb, size_t size)
@@ -111,10 +136,12 @@ void *hak_calloc(size_t nmemb, size_t size)
             memset(p, 0, n);
         return p;
     }
-    bool zeroed;
+    bool zeroed, take = sample_big(n);
     void *p = big_alloc(n, 0, &zeroed);
     if (p && !zeroed)
         memset(p, 0, n); /* fresh pages are zero already: no second pass */
+    if (p && take)
+        hk_prof_record(p, n);
     return p;
 }
 
@@ -132,9 +159,13 @@ static void *aligned(size_t align, size_t n)
     if (want <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE) {
         if (want <= HK_SMALL_MAX || align > HK_OS_PAGE)
             want = (size_t)1 << (64 - __builtin_clzll(want - 1));
-        return alloc(want);
+        return alloc_as(n, want);
     }
-    return big_alloc(n, align, &zeroed);
+    bool take = sample_big(n);
+    void *p = big_alloc(n, align, &zeroed);
+    if (p && take)
+        hk_prof_record(p, n);
+    return p;
 }
 
 int hak_posix_memalign(void **out, size_t align, size_t n)
@@ -252,16 +283,9 @@ HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
         free_overflow(c, p);
 }
 
-/* free() of what the slab map has as a held medium class's block, of a
- * small block whose page the slab map does not have (it shares its entry
- * with a newer slab's page), and of everything else: the page map walk,
- * then as the hit path. */
-static HK_NOINLINE void free_lookup(void *p, uint64_t c)
+/* The page map's path: a block the slab map did not resolve. */
+HK_INLINE void free_paged(void *p)
 {
-    if (c - HK_SLABMAP_MEDIUM < HK_MEDIUM_HELD_CLASSES) {
-        free_medium((unsigned)(c - HK_SLABMAP_MEDIUM), p);
-        return;
-    }
     hk_chunk_t *ch = hk_chunk_of(p);
     if (HK_UNLIKELY(ch == NULL)) {
         free_invalid(p); /* NULL included */
@@ -273,6 +297,32 @@ static HK_NOINLINE void free_lookup(void *p, uint64_t c)
         return;
     }
     free_small(pg, pg->cls, p);
+}
+
+/* A block of a page the profiler marked, or any block the page map must
+ * find while sampled blocks are live: its record goes first. */
+static HK_NOINLINE void free_sampled(void *p)
+{
+    if (p)
+        hk_prof_forget(p);
+    free_paged(p);
+}
+
+/* free() of what the slab map has as a held medium class's block, of a
+ * small block whose page the slab map does not have (it shares its entry
+ * with a newer slab's page), and of everything else: the page map walk,
+ * then as the hit path. Frameless: each branch ends in a tail call. */
+static HK_NOINLINE void free_lookup(void *p, uint64_t c)
+{
+    if (c - HK_SLABMAP_MEDIUM < HK_MEDIUM_HELD_CLASSES) {
+        free_medium((unsigned)(c - HK_SLABMAP_MEDIUM), p);
+        return;
+    }
+    if (HK_UNLIKELY(c == HK_SLABMAP_SAMPLED || __atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED))) {
+        free_sampled(p);
+        return;
+    }
+    free_paged(p);
 }
 
 /* The class comes from one load (the slab map), so the address of the list
@@ -312,8 +362,11 @@ void *hak_realloc(void *p, size_t n)
         return NULL;
     }
     size_t old = usable(p, "realloc");
-    if (n <= old && n >= old / 2)
+    if (n <= old && n >= old / 2) {
+        if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)))
+            hk_prof_resized(p, n);
         return p;
+    }
     if (n > PTRDIFF_MAX) {
         errno = ENOMEM;
         return NULL;
@@ -326,11 +379,21 @@ void *hak_realloc(void *p, size_t n)
         hk_chunk_t *ch = hk_chunk_of(p);
         if (ch->kind == HK_CHUNK_LARGE) {
             void *q = hk_large_resize(ch, p, want);
-            if (q || (want != n && (q = hk_large_resize(ch, p, n))))
+            if (q || (want != n && (q = hk_large_resize(ch, p, n)))) {
+                /* Resized in place, the record follows; moved, a new sample. */
+                if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED))) {
+                    if (q == p)
+                        hk_prof_resized(p, n);
+                    else
+                        hk_prof_forget(p);
+                }
+                if (q != p && sample_big(n))
+                    hk_prof_record(q, n);
                 return q;
+            }
         }
     }
-    void *q = alloc(want);
+    void *q = alloc_as(n, want);
     if (!q && want != n)
         q = alloc(n);
     if (!q)

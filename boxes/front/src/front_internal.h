@@ -61,4 +61,29 @@ HK_INLINE void hk_purge_kick(void)
 }
 extern bool hk_purge_thread_enabled;
 
+/* The heap profiler (prof.c). Sampling is on when HAKMEM_PROF or
+ * HAKMEM_PROF_SAMPLE is set; the file at exit needs HAKMEM_PROF. */
+typedef struct hk_prof_config {
+    bool on;
+    const char *prefix; /* HAKMEM_PROF: PREFIX.PID.heap at exit, or NULL */
+    uint64_t sample;    /* HAKMEM_PROF_SAMPLE: mean bytes between samples (1: every block) */
+    bool seeded;        /* HAKMEM_PROF_SEED given: repeatable runs */
+    uint64_t seed;
+} hk_prof_config_t;
+void hk_prof_configure(const hk_prof_config_t *cfg);
+extern HK_HIDDEN bool hk_prof_on;
+/* Live sampled blocks; free's slow path asks the profiler only while > 0. */
+extern HK_HIDDEN size_t hk_prof_live;
+/* A thread's countdown ran out (hk_tls_sample_due): sets the next one and
+ * says whether the allocation of n bytes is sampled. */
+bool hk_prof_next(size_t n);
+/* Records the sampled block p of n requested bytes with the caller's stack
+ * (hakmem's frames left out). */
+void hk_prof_record(void *p, size_t n);
+/* p is being freed: forgets its record if it has one (true then). */
+bool hk_prof_forget(void *p);
+/* p, a live block, now holds n bytes (realloc in place). */
+void hk_prof_resized(void *p, size_t n);
+void hk_prof_fork(int phase);
+
 #endif

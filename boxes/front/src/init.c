@@ -17,7 +17,7 @@ static bool stats_at_exit;
  * Top-down before, bottom-up after, so no part waits on one above it. */
 static void fork_phase(int phase)
 {
-    static void (*const parts[])(int) = {hk_stats_fork, hk_purge_fork, hk_large_fork, hk_tls_fork,
+    static void (*const parts[])(int) = {hk_prof_fork, hk_stats_fork, hk_purge_fork, hk_large_fork, hk_tls_fork,
                                          hk_refill_fork, hk_policy_fork, hk_os_fork};
     const unsigned n = sizeof parts / sizeof parts[0];
     for (unsigned i = 0; i < n; i++)
@@ -62,6 +62,16 @@ void hk_init_slow(void)
         .grow = !HK_LEARNING || !pol.learning, /* Box 3's caps are global: one rule at a time */
         .trace = hk_env_uint("HAKMEM_CACHE_TRACE", 0, 1),
         .exit_hook = hk_purge_safe_point_slow, /* a thread's exit is a safe point */
+    });
+    const char *prof = hk_env_str("HAKMEM_PROF");
+    unsigned sample = hk_env_uint("HAKMEM_PROF_SAMPLE", 0, 1u << 30);
+    unsigned seed = hk_env_uint("HAKMEM_PROF_SEED", 0, ~0u);
+    hk_prof_configure(&(hk_prof_config_t){
+        .on = prof || sample,
+        .prefix = prof,
+        .sample = sample ? sample : (uint64_t)2 << 20, /* tcmalloc's mean */
+        .seeded = hk_env_str("HAKMEM_PROF_SEED") != NULL,
+        .seed = seed,
     });
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

@@ -98,6 +98,9 @@ HK_INLINE uint64_t *hk_slabmap_slot(const void *p)
  * + m when it has it as a page of a medium slab of held class m, else a
  * value outside both ranges. */
 #define HK_SLABMAP_MEDIUM HK_NCLASS
+/* The code of a page holding a block the heap profiler sampled: free's hit
+ * path misses on it and its slow path asks the profiler. */
+#define HK_SLABMAP_SAMPLED 255u
 HK_INLINE uint64_t hk_slabmap_class(const void *p)
 {
     return __atomic_load_n(hk_slabmap_slot(p), __ATOMIC_RELAXED) ^ hk_slabmap_key(p);
@@ -151,6 +154,11 @@ void hk_refill_drained(void);
 /* Global path for threads without a cache (exited): one block at a time. */
 void *hk_refill_alloc_one(unsigned c);
 void hk_refill_free_one(unsigned c, void *p);
+/* The heap profiler's mark on the 64 KiB page holding p (a live small or
+ * medium block): while on, the slab map has the page as HK_SLABMAP_SAMPLED,
+ * so free's hit path misses on every block of it; off restores its code.
+ * The profiler counts its blocks per page and calls this at 0 <-> 1. */
+void hk_refill_page_sampled(void *p, bool on);
 /* Zeroed memory for the floors' own records (thread records): `size`
  * bytes, page-aligned, never given back. NULL when the OS refuses. */
 void *hk_refill_meta(size_t size);
@@ -169,7 +177,7 @@ size_t hk_medium_usable(hk_chunk_t *ch, const void *p, const char *op);
  * 8 blocks: the state bytes share the record's small-slab free field. */
 enum { HK_MB_FREE = 0, HK_MB_LIVE = 1, HK_MB_HELD = 2 };
 #define HK_MEDIUM_HELD_CLASSES 24
-_Static_assert(HK_SLABMAP_MEDIUM + HK_MEDIUM_HELD_CLASSES <= 256, "slab map codes fit a byte");
+_Static_assert(HK_SLABMAP_MEDIUM + HK_MEDIUM_HELD_CLASSES < HK_SLABMAP_SAMPLED, "slab map codes fit a byte");
 #define HK_MEDIUM_HELD_MAX ((size_t)256 << 10)
 /* The class a thread's cache would hold p in, unchecked: HK_MEDIUM_HELD_CLASSES
  * or more when p's page is no medium slab's or its class is not held. */

@@ -15,7 +15,7 @@ typedef struct hk_page {
     uint8_t npages;     /* span length (first page) */
     uint8_t on_partial;
     uint8_t shard;      /* slab: the Box 2 shard that carved it */
-    uint8_t pad;
+    uint8_t sampled;    /* holds a block the heap profiler sampled (slab map: HK_SLABMAP_SAMPLED) */
     uint16_t capacity;  /* slab: blocks in the span (at most 4096) */
     uint16_t used;      /* slab: blocks handed out of the slab (first page) */
     uintptr_t start;    /* span start address */
@@ -84,6 +84,8 @@ HK_INLINE unsigned hk_page_index(hk_page_t *pg)
 /* The slab map code of a slab's page (hak_refill.h), 0 for none. */
 HK_INLINE unsigned hk_page_map_code(const hk_page_t *pg)
 {
+    if (pg->sampled)
+        return HK_SLABMAP_SAMPLED;
     if (pg->cls)
         return pg->cls;
     return pg->kind == HK_PAGE_MEDIUM && pg->mcls < HK_MEDIUM_HELD_CLASSES ? HK_SLABMAP_MEDIUM + pg->mcls : 0;

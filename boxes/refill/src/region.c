@@ -400,4 +400,23 @@ void hk_region_fork(int phase)
     }
 }
 
+void hk_refill_page_sampled(void *p, bool on)
+{
+    hk_chunk_t *ch = hk_chunk_of(p);
+    if (!ch || ch->kind != HK_CHUNK_REGION)
+        return; /* a large block: its free always asks the profiler */
+    hk_region_t *rg = (hk_region_t *)ch;
+    hk_lock(&region_lock);
+    hk_page_t *pg = hk_page_of(rg, p);
+    pg->sampled = on;
+    unsigned code = hk_page_map_code(pg);
+    uint64_t *e = hk_slabmap_slot(p);
+    uint64_t key = hk_slabmap_key(p);
+    if (code)
+        __atomic_store_n(e, key | code, __ATOMIC_RELEASE);
+    else if (__atomic_load_n(e, __ATOMIC_RELAXED) == (key | HK_SLABMAP_SAMPLED))
+        __atomic_store_n(e, 0, __ATOMIC_RELEASE);
+    hk_unlock(&region_lock);
+}
+
 void hk_refill_purger_started(void) { __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED); }

@@ -8,7 +8,7 @@
 enum { HK_TLS_NEW = 0, HK_TLS_LIVE = 1, HK_TLS_DEAD = 2 };
 
 /* Initial-exec TLS must stay small (docs/design.md: 8*73 + 2*73 + 2*73 + 4
- * + 4 + 1 + 8 + 8, padded to 904 bytes), or dlopen of libhakmem.so fails
+ * + 4 + 1 + 8 + 8 + 8, padded to 912 bytes), or dlopen of libhakmem.so fails
  * for lack of static TLS space.
  * A NEW or DEAD thread has every head NULL and every room 0, so both hit
  * paths fall through to the slow path without testing the state. */
@@ -23,9 +23,22 @@ typedef struct hk_tls {
      * itself (counting here would cost 584 bytes of initial-exec TLS). */
     uint64_t *count;
     struct hk_tls_medium *medium; /* the record's medium cache, or NULL: none */
+    /* Bytes this thread may still allocate before its next sample (the heap
+     * profiler's, and any later sampling's): every allocation subtracts its
+     * size, and one that takes it below 0 goes to the sampling slow path. 0
+     * at thread start, so a thread's first allocation sets it; with
+     * sampling off it is set beyond reach. */
+    int64_t sample_left;
 } hk_tls_t;
 
 extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
+
+/* Counts an allocation of n bytes against the thread's countdown: true
+ * when it is due a sample (two instructions on the hit path). */
+HK_INLINE bool hk_tls_sample_due(size_t n)
+{
+    return HK_UNLIKELY((hk_tls.sample_left -= (int64_t)n) < 0);
+}
 
 HK_INLINE void *hk_tls_pop(size_t c)
 {
