@@ -139,6 +139,9 @@ int main(void)
     if (!sample) {
         if (hak_prof_dump(path) != -1 || errno != ENOTSUP)
             FAIL("hak_prof_dump with sampling off: expected -1 and ENOTSUP");
+        struct hak_stats st = {.version = HAK_STATS_VERSION};
+        if (hak_stats_get(&st) != 0 || st.prof_mapped || st.prof_live || st.prof_dropped)
+            FAIL("the profiler's stats are not 0 while it is off");
         printf("prof-basic: sampling off, hak_prof_dump says ENOTSUP\n");
         return 0;
     }
@@ -160,6 +163,14 @@ int main(void)
         expect("site_calloc", 1, 3000, 1, 3000);
         expect("site_aligned", 1, 70000, 1, 70000);
         expect("site_realloc", 1, 2000, 1, 3000);
+        static struct hak_stats st = {.version = HAK_STATS_VERSION};
+        if (hak_stats_get(&st) != 0)
+            FAIL("hak_stats_get");
+        printf("stats: %" PRIu64 " sampled blocks live, tables %" PRIu64 " B, %" PRIu64 " dropped\n", st.prof_live,
+               st.prof_mapped, st.prof_dropped);
+        /* Every live block is sampled at rate 1: the sites' and the C library's. */
+        if (st.prof_live < KEEP + LEAK + 3 || !st.prof_mapped || st.prof_dropped)
+            FAIL("the profiler's stats do not match what it holds");
         T_FREE(r);
     } else {
         /* 32 MiB in 1 KiB blocks at a 64 KiB mean: ~500 samples expected. */

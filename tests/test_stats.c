@@ -48,6 +48,21 @@ Test(stats, rejects_an_unknown_version)
     cr_assert_eq(errno, EINVAL);
 }
 
+/* A caller built against version 1 has a shorter struct: nothing is written
+ * past its end, and what it knows is filled. */
+Test(stats, version_1_gets_its_fields_only)
+{
+    static unsigned char buf[sizeof(struct hak_stats) + 64];
+    memset(buf, 0xa5, sizeof buf);
+    struct hak_stats *st = (struct hak_stats *)buf;
+    st->version = 1;
+    cr_assert_eq(hak_stats_get(st), 0);
+    cr_assert_gt(st->mapped, 0);
+    cr_assert_gt(st->nclass, 100);
+    for (size_t i = offsetof(struct hak_stats, prof_mapped); i < sizeof buf; i++)
+        cr_assert_eq(buf[i], 0xa5, "byte %zu past version 1's struct was written", i);
+}
+
 Test(stats, rows_cover_every_class_once)
 {
     void *p = hak_malloc(100); /* with -Doverride=false nothing else has */

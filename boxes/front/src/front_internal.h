@@ -85,5 +85,9 @@ bool hk_prof_forget(void *p);
 /* p, a live block, now holds n bytes (realloc in place). */
 void hk_prof_resized(void *p, size_t n);
 void hk_prof_fork(int phase);
+typedef struct hk_prof_stats {
+    uint64_t mapped, live, dropped;
+} hk_prof_stats_t;
+void hk_prof_stats(hk_prof_stats_t *st);
 
 #endif

@@ -539,6 +539,13 @@ __attribute__((destructor)) static void prof_exit(void)
     hk_line_log(&l);
 }
 
+void hk_prof_stats(hk_prof_stats_t *st)
+{
+    hk_lock(&lock);
+    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_live, .dropped = dropped};
+    hk_unlock(&lock);
+}
+
 /* ---- set-up and fork ---------------------------------------------------------- */
 
 void hk_prof_configure(const hk_prof_config_t *cfg)

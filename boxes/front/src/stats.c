@@ -87,11 +87,14 @@ static void split_out(struct hak_stats *st, struct hak_stats_class *r, uint64_t 
 
 int hak_stats_get(struct hak_stats *st)
 {
-    if (st->version != HAK_STATS_VERSION) {
+    /* Each version appends fields: a caller's struct ends where its version's does. */
+    size_t size = st->version == 1 ? offsetof(struct hak_stats, prof_mapped)
+                  : st->version == HAK_STATS_VERSION ? sizeof *st : 0;
+    if (!size) {
         errno = EINVAL;
         return -1;
     }
-    memset(&st->nclass, 0, sizeof *st - offsetof(struct hak_stats, nclass));
+    memset(&st->nclass, 0, size - offsetof(struct hak_stats, nclass));
     static uint64_t allocs[HK_NCLASS], cached[HK_NCLASS];
     hk_lock(&scratch_lock); /* the arrays are too big for a thread's stack budget */
     st->threads = hk_tls_stats(allocs, cached);
@@ -129,7 +132,14 @@ int hak_stats_get(struct hak_stats *st)
 
     hk_refill_stats_t rst;
     hk_region_stats(&rst); /* the classes were walked above */
-    st->mapped = rst.region_bytes + lst.live_bytes + lst.cached_bytes;
+    hk_prof_stats_t pst;
+    hk_prof_stats(&pst);
+    st->mapped = rst.region_bytes + lst.live_bytes + lst.cached_bytes + pst.mapped;
+    if (st->version >= 2) {
+        st->prof_mapped = pst.mapped;
+        st->prof_live = pst.live;
+        st->prof_dropped = pst.dropped;
+    }
     st->returned = __atomic_load_n(&hk_bytes_returned, __ATOMIC_RELAXED);
     strncpy(st->backend, hk_os_mode(), sizeof st->backend - 1);
     read_status(st);
@@ -172,6 +182,9 @@ void hak_stats_print(FILE *out)
             " peak %.1f MiB, hugetlb %.1f MiB\n",
             mib(st.live), mib(st.thread_cached), mib(st.central), mib(st.slab_free), st.threads,
             mib(st.mapped), mib(st.returned), mib(st.rss), mib(st.peak_rss), mib(st.hugetlb));
+    if (hk_prof_on)
+        fprintf(out, "  heap profiler: %llu sampled blocks live, tables %.1f MiB, %llu samples dropped\n",
+                (unsigned long long)st.prof_live, mib(st.prof_mapped), (unsigned long long)st.prof_dropped);
     fflush(out);
     hk_unlock(&print_lock);
 }
