@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "test_alloc_names.h"
@@ -48,6 +50,20 @@ __attribute__((noinline)) void site_big(void)
 {
     for (int i = 0; i < BIG; i++)
         big[i] = T_MALLOC(1024);
+}
+
+/* Allocates and frees while the main thread forks: the profiler's lock must
+ * not be inherited held. */
+static volatile int stop;
+static void *churner(void *arg)
+{
+    (void)arg;
+    while (!stop) {
+        void *p = T_MALLOC(200);
+        sink = p;
+        T_FREE(p);
+    }
+    return NULL;
 }
 
 struct site {
@@ -172,6 +188,37 @@ int main(void)
         if (st.prof_live < KEEP + LEAK + 3 || !st.prof_mapped || st.prof_dropped)
             FAIL("the profiler's stats do not match what it holds");
         T_FREE(r);
+        /* fork with other threads sampling: the child keeps the records of
+         * the blocks it inherited, frees half of them, and profiles. */
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++)
+            pthread_create(&th[i], NULL, churner, NULL);
+        for (int round = 0; round < 20; round++) {
+            pid_t pid = fork();
+            if (pid < 0)
+                FAIL("fork");
+            if (pid == 0) {
+                alarm(10); /* an inherited lock shows as a hang */
+                for (int i = 0; i < KEEP / 2; i++)
+                    T_FREE(keep[i]);
+                snprintf(path, sizeof path, "prof_basic.%d.heap", (int)getpid());
+                for (unsigned i = 0; i < NSITES; i++)
+                    sites[i].ln = sites[i].lb = sites[i].an = sites[i].ab = 0;
+                if (hak_prof_dump(path) != 0)
+                    _exit(3);
+                read_profile(path);
+                unlink(path);
+                struct site *k = site_named("site_keep");
+                _exit(k->ln == KEEP / 2 && k->an == KEEP ? 0 : 4);
+            }
+            int status;
+            if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                FAIL("fork %d: the child's profile was wrong or it hung (status %#x)", round, status);
+        }
+        stop = 1;
+        for (int i = 0; i < 2; i++)
+            pthread_join(th[i], NULL);
+        printf("fork: 20 children with sampling threads kept their inherited records and freed half\n");
     } else {
         /* 32 MiB in 1 KiB blocks at a 64 KiB mean: ~500 samples expected. */
         site_big();
