@@ -51,9 +51,11 @@ static double ln(double x)
     bits = (bits & ((1ull << 52) - 1)) | (1023ull << 52);
     double m;
     memcpy(&m, &bits, sizeof m);
+    /* t <= 1/3: ten terms of the odd series leave an error below 1e-11 */
+    static const double inv[] = {1, 1. / 3, 1. / 5, 1. / 7, 1. / 9, 1. / 11, 1. / 13, 1. / 15, 1. / 17, 1. / 19};
     double t = (m - 1) / (m + 1), t2 = t * t, term = t, sum = 0;
-    for (int k = 1; k < 40; k += 2) {
-        sum += term / k;
+    for (unsigned k = 0; k < sizeof inv / sizeof inv[0]; k++) {
+        sum += term * inv[k];
         term *= t2;
     }
     return e * 0.6931471805599453 + 2 * sum;
@@ -134,17 +136,32 @@ HK_INLINE unsigned capture(void **out)
 
 /* ---- tables: buckets by (stack, size), and two address maps ----------------- */
 
+/* A line of the profile: one stack, and requested sizes within one size
+ * step (a quarter of a power of two), so that pprof's scaling by the line's
+ * average size is within 1% of scaling each block (and the number of lines
+ * stays bounded when every request differs). */
 typedef struct bucket {
     struct bucket *next;
-    uint64_t hash, size, live_n, alloc_n;
-    unsigned depth;
+    uint64_t hash, live_n, live_b, alloc_n, alloc_b;
+    unsigned step, depth, id;
     void *frames[];
 } bucket_t;
 
-#define BUCKET_HEADS 4096
-static bucket_t **heads; /* chains by hash */
+#define BUCKET_HEADS 16384
+#define BUCKETS_MAX (1u << 24)
+static bucket_t **heads;  /* chains by hash */
+static bucket_t **by_id;  /* bucket number -> bucket (the block map keeps numbers) */
+static size_t ids_cap;
 static char *arena, *arena_end;
 static uint64_t nbuckets;
+
+static unsigned size_step(uint64_t n)
+{
+    if (n < 64)
+        return (unsigned)n;
+    unsigned e = 63 - (unsigned)__builtin_clzll(n);
+    return 64 + (e << 2) + (unsigned)((n >> (e - 2)) & 3);
+}
 
 static void *reserve(size_t size)
 {
@@ -242,17 +259,31 @@ static void map_remove(map_t *m, uint64_t key)
 
 static bucket_t *bucket_for(void *const *frames, unsigned depth, size_t size)
 {
-    uint64_t h = size * 0x9e3779b97f4a7c15ull;
+    unsigned step = size_step(size);
+    uint64_t h = step * 0x9e3779b97f4a7c15ull;
     for (unsigned i = 0; i < depth; i++)
         h = (h ^ (uintptr_t)frames[i]) * 0x100000001b3ull;
     if (!heads && !(heads = reserve(BUCKET_HEADS * sizeof *heads)))
         return NULL;
     bucket_t **head = &heads[h & (BUCKET_HEADS - 1)];
     for (bucket_t *b = *head; b; b = b->next)
-        if (b->hash == h && b->size == size && b->depth == depth &&
+        if (b->hash == h && b->step == step && b->depth == depth &&
             !memcmp(b->frames, frames, depth * sizeof *frames))
             return b;
     size_t need = hk_align_up(sizeof(bucket_t) + depth * sizeof(void *), 16);
+    if (nbuckets == ids_cap) { /* the numbers' table doubles */
+        size_t cap = ids_cap ? ids_cap * 2 : 4096;
+        bucket_t **t = cap <= BUCKETS_MAX ? reserve(cap * sizeof *t) : NULL;
+        if (!t)
+            return NULL;
+        if (by_id) {
+            memcpy(t, by_id, ids_cap * sizeof *t);
+            hk_os_release(by_id, ids_cap * sizeof *t);
+            mapped -= ids_cap * sizeof *t;
+        }
+        by_id = t;
+        ids_cap = cap;
+    }
     if ((size_t)(arena_end - arena) < need) {
         if (!(arena = reserve((size_t)1 << 20)))
             return NULL;
@@ -260,15 +291,18 @@ static bucket_t *bucket_for(void *const *frames, unsigned depth, size_t size)
     }
     bucket_t *b = (bucket_t *)arena;
     arena += need;
-    b->hash = h;
-    b->size = size;
-    b->depth = depth;
+    *b = (bucket_t){.next = *head, .hash = h, .step = step, .depth = depth, .id = (unsigned)nbuckets};
     memcpy(b->frames, frames, depth * sizeof *frames);
-    b->next = *head;
     *head = b;
-    nbuckets++;
+    by_id[nbuckets++] = b;
     return b;
 }
+
+/* The block map's value: the bucket's number and the block's requested size. */
+#define ID_SHIFT 40
+static uint64_t block_value(uint64_t id, size_t n) { return id << ID_SHIFT | (n & ((1ull << ID_SHIFT) - 1)); }
+static bucket_t *value_bucket(uint64_t v) { return by_id[v >> ID_SHIFT]; }
+static uint64_t value_size(uint64_t v) { return v & ((1ull << ID_SHIFT) - 1); }
 
 /* ---- recording and forgetting -------------------------------------------- */
 
@@ -299,9 +333,11 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
     if (!v) {
         dropped++;
     } else {
-        *v = (uintptr_t)b;
+        *v = block_value(b->id, n);
         b->live_n++;
+        b->live_b += n;
         b->alloc_n++;
+        b->alloc_b += n;
         __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
         page_count(p, 1);
     }
@@ -315,7 +351,9 @@ bool hk_prof_forget(void *p)
     hk_lock(&lock);
     uint64_t *v = map_find(&blocks, (uintptr_t)p);
     if (v) {
-        ((bucket_t *)(uintptr_t)*v)->live_n--;
+        bucket_t *b = value_bucket(*v);
+        b->live_n--;
+        b->live_b -= value_size(*v);
         map_remove(&blocks, (uintptr_t)p);
         __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
         page_count(p, -1);
@@ -330,14 +368,10 @@ void hk_prof_resized(void *p, size_t n)
     hk_lock(&lock);
     uint64_t *v = map_find(&blocks, (uintptr_t)p);
     if (v) {
-        /* The block's stack keeps its allocation; its live size moves. */
-        bucket_t *old = (bucket_t *)(uintptr_t)*v;
-        bucket_t *b = bucket_for(old->frames, old->depth, n);
-        if (b) {
-            old->live_n--;
-            b->live_n++;
-            *v = (uintptr_t)b;
-        }
+        /* The block's line keeps its allocation; its live bytes follow. */
+        bucket_t *b = value_bucket(*v);
+        b->live_b = b->live_b - value_size(*v) + n;
+        *v = block_value(*v >> ID_SHIFT, n);
     }
     hk_unlock(&lock);
 }
@@ -410,9 +444,9 @@ static void write_profile(out_t *o)
     for (size_t h = 0; heads && h < BUCKET_HEADS; h++)
         for (bucket_t *b = heads[h]; b; b = b->next) {
             ln += b->live_n;
-            lb += b->live_n * b->size;
+            lb += b->live_b;
             an += b->alloc_n;
-            ab += b->alloc_n * b->size;
+            ab += b->alloc_b;
         }
     out_str(o, "heap profile: ");
     out_counts(o, ln, lb, an, ab);
@@ -424,9 +458,7 @@ static void write_profile(out_t *o)
     }
     for (size_t h = 0; heads && h < BUCKET_HEADS; h++)
         for (bucket_t *b = heads[h]; b; b = b->next) {
-            if (!b->alloc_n && !b->live_n)
-                continue; /* an in-place resize's old size, all gone */
-            out_counts(o, b->live_n, b->live_n * b->size, b->alloc_n, b->alloc_n * b->size);
+            out_counts(o, b->live_n, b->live_b, b->alloc_n, b->alloc_b);
             out_str(o, " @");
             for (unsigned i = 0; i < b->depth; i++) {
                 out_str(o, " ");
@@ -475,7 +507,7 @@ int hak_prof_dump(const char *path)
     return 0;
 }
 
-/* Estimated live bytes, un-sampled as pprof does (size / (1 - e^-size/rate)). */
+/* Estimated live bytes, un-sampled line by line as pprof does. */
 static uint64_t live_estimate(uint64_t *raw)
 {
     double est = 0;
@@ -484,10 +516,10 @@ static uint64_t live_estimate(uint64_t *raw)
         for (bucket_t *b = heads[h]; b; b = b->next) {
             if (!b->live_n)
                 continue;
-            double bytes = (double)(b->live_n * b->size), scale = 1;
-            if (rate > 1 && b->size) {
-                /* 1 - e^-x = -expm1(-x), from ln's inverse by a short series */
-                double x = (double)b->size / (double)rate, e = 1, term = 1;
+            double bytes = (double)b->live_b, scale = 1;
+            if (rate > 1 && b->live_b) {
+                /* pprof's 1 / (1 - e^-x), x the line's average size / rate */
+                double x = bytes / (double)b->live_n / (double)rate, e = 1, term = 1;
                 for (int k = 1; k < 30 && x < 30; k++) {
                     term *= -x / k;
                     e += term;
@@ -495,7 +527,7 @@ static uint64_t live_estimate(uint64_t *raw)
                 scale = x < 30 && 1 - e > 0 ? 1 / (1 - e) : 1;
             }
             est += bytes * scale;
-            *raw += b->live_n * b->size;
+            *raw += b->live_b;
         }
     return (uint64_t)est;
 }
