@@ -82,14 +82,14 @@ def first_frames(profile):
     return lines, maps
 
 
-def real(args, tmp, name, cmd, stdin, env_extra, own):
+def real(args, tmp, name, cmd, stdin, env_extra, own, rate="65536"):
     """The program's output is the same with the profiler on, and most sampled bytes (all
     allocations: a program may free everything before it exits) have their first frame
     in the program's own code (`own`: path substrings)."""
     base = subprocess.run(cmd, env=dict(os.environ, LD_PRELOAD=args.so, **env_extra), input=stdin,
                           capture_output=True, text=True, timeout=600)
     prefix = os.path.join(tmp, name)
-    r, files = run_profiled(cmd, args.so, prefix, dict(env_extra, HAKMEM_PROF_SAMPLE="65536", HAKMEM_PROF_SEED="1"),
+    r, files = run_profiled(cmd, args.so, prefix, dict(env_extra, HAKMEM_PROF_SAMPLE=rate, HAKMEM_PROF_SEED="1"),
                             stdin)
     if base.returncode != 0 or r.returncode != 0 or base.stdout != r.stdout:
         print("FAIL: %s: exit %d/%d, output %s" % (name, base.returncode, r.returncode,
@@ -139,11 +139,14 @@ def main():
                        [os.path.realpath(py), "libpython3"])
             sq = shutil.which("sqlite3")
             if sq:
-                sql = ("create table t(a integer primary key, b text);\n"
-                       "with recursive c(x) as (select 1 union all select x + 1 from c where x < 100000)\n"
-                       "insert into t select x, printf('row %08d', x) from c;\n"
-                       "select count(*), sum(length(b)) from t;\n")
-                ok &= real(args, tmp, "sqlite3", [sq, ":memory:"], sql, {}, ["sqlite3", "libsqlite3"])
+                # Rows, an index and a sort with no index: sqlite's page cache and sorter.
+                sql = ("create table t(a integer primary key, b text, c integer);\n"
+                       "with recursive n(x) as (select 1 union all select x + 1 from n where x < 200000)\n"
+                       "insert into t select x, printf('row %08d', x * 7919 % 200000), x % 977 from n;\n"
+                       "create index tb on t(b);\n"
+                       "select count(*), sum(length(b)) from t;\n"
+                       "select sum(c) from (select c from t order by c desc, b limit 1000);\n")
+                ok &= real(args, tmp, "sqlite3", [sq, ":memory:"], sql, {}, ["sqlite3", "libsqlite3"], rate="4096")
             else:
                 print("sqlite3 not installed: its part is left out")
     print("prof-pprof %s: %s" % (args.mode, "ok" if ok else "FAILED"))

@@ -28,7 +28,7 @@ typedef struct hk_tls {
      * size, and one that takes it below 0 goes to the sampling slow path. 0
      * at thread start, so a thread's first allocation sets it; with
      * sampling off it is set beyond reach. */
-    int64_t sample_left;
+    uint64_t sample_left; /* read as signed: below 0 is due (unsigned arithmetic never overflows) */
 } hk_tls_t;
 
 extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec")));
@@ -37,7 +37,7 @@ extern __thread hk_tls_t hk_tls HK_HIDDEN __attribute__((tls_model("initial-exec
  * when it is due a sample (two instructions on the hit path). */
 HK_INLINE bool hk_tls_sample_due(size_t n)
 {
-    return HK_UNLIKELY((hk_tls.sample_left -= (int64_t)n) < 0);
+    return HK_UNLIKELY((int64_t)(hk_tls.sample_left -= n) < 0);
 }
 
 HK_INLINE void *hk_tls_pop(size_t c)
