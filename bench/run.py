@@ -310,6 +310,10 @@ def collect_allocators(args, build_dir):
             name, path = spec.split("=", 1)
         else:
             name, path = ("hakmem" if i == 0 else "hakmem%d" % (i + 1)), spec
+        # NAME=PATH:VAR=VALUE...: the same library under settings of its own
+        # (e.g. hakmem-prof=build/libhakmem.so:HAKMEM_PROF_SAMPLE=2097152).
+        path, *settings = path.split(":")
+        ALLOC_ENV[name] = dict(v.split("=", 1) for v in settings if "=" in v)
         path = os.path.abspath(path)
         if not os.path.exists(path):
             # A hakmem build asked for by name is what the run is for: never skip it quietly.
@@ -373,6 +377,10 @@ def child_pids(pid):
             return [int(x) for x in f.read().split()]
     except (OSError, ValueError):
         return []
+
+
+# Environment settings of a --hakmem entry, by allocator name.
+ALLOC_ENV = {}
 
 
 def run_one(launcher, exe, argv, preload, timeout, sample_s, env_extra=None, program=False):
@@ -729,8 +737,9 @@ CSV_FIELDS = ["rep", "workload", "allocator", "ok", "exit", "ns_per_op", "ops", 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hakmem", action="append", metavar="[NAME=]PATH",
-                    help="hakmem shared object to preload; repeatable (default: build/libhakmem.so if present)")
+    ap.add_argument("--hakmem", action="append", metavar="[NAME=]PATH[:VAR=VALUE...]",
+                    help="hakmem shared object to preload, with environment settings of its own after ':'; "
+                         "repeatable (default: build/libhakmem.so if present)")
     ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5, --quick 3)")
     ap.add_argument("--quick", action="store_true", help="smoke test: 3 reps, short iterations, every workload")
     ap.add_argument("--only", metavar="REGEX", help="run only workloads whose name matches REGEX")
@@ -779,7 +788,9 @@ def main():
     allocs = collect_allocators(args, build_dir)
     if not allocs:
         sys.exit("no allocator available")
-    log("allocators: " + ", ".join("%s%s" % (n, " (" + p + ")" if p else "") for n, p, _ in allocs))
+    log("allocators: " + ", ".join("%s%s%s" % (n, " (" + p + ")" if p else "",
+                                                 "".join(" %s=%s" % kv for kv in ALLOC_ENV.get(n, {}).items()))
+                                   for n, p, _ in allocs))
     log("workloads: %s; %d reps; results -> %s" % (", ".join(w[0] for w in wl), reps, outdir))
     with open(os.path.join(outdir, "machine.txt"), "w") as f:
         f.write(machine_info(allocs, build_dir))
@@ -804,8 +815,9 @@ def main():
                     for _ in range(runs):
                         for aname, path, _ in allocs:   # interleaved: every allocator in turn
                             exe = exes.get(wname) or os.path.join(build_dir, prog)
+                            env = dict(opt.get("env") or {}, **ALLOC_ENV.get(aname, {}))
                             r = run_one(launcher, exe, argv, path, args.timeout, args.sample_ms / 1000.0,
-                                        opt.get("env"), program=wname in exes)
+                                        env, program=wname in exes)
                             r.update(rep=rep, workload=wname, allocator=aname, args=" ".join(map(str, argv)))
                             rows.append(r)
                             wr.writerow({k: r[k] for k in CSV_FIELDS})
