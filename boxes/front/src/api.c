@@ -121,6 +121,16 @@ HK_INLINE void *alloc(size_t n) { return alloc_as(n, n); }
  * blocks): whether the block about to be made is sampled. */
 HK_INLINE bool sample_big(size_t n) { return hk_tls_sample_due(n) && hk_prof_next(n); }
 
+/* big_alloc for a request of n bytes, counted and, when due, sampled. */
+HK_INLINE void *big_alloc_counted(size_t n, size_t align, bool *zeroed)
+{
+    bool take = sample_big(n);
+    void *p = big_alloc(n, align, zeroed);
+    if (p && take)
+        hk_prof_record(p, n);
+    return p;
+}
+
 HK_HOT_ENTRY void *hak_malloc(size_t n) { return alloc(n); }
 
 void *hak_calloc(size_t nmemb, size_t size)
@@ -136,12 +146,10 @@ void *hak_calloc(size_t nmemb, size_t size)
             memset(p, 0, n);
         return p;
     }
-    bool zeroed, take = sample_big(n);
-    void *p = big_alloc(n, 0, &zeroed);
+    bool zeroed;
+    void *p = big_alloc_counted(n, 0, &zeroed);
     if (p && !zeroed)
         memset(p, 0, n); /* fresh pages are zero already: no second pass */
-    if (p && take)
-        hk_prof_record(p, n);
     return p;
 }
 
@@ -161,11 +169,7 @@ static void *aligned(size_t align, size_t n)
             want = (size_t)1 << (64 - __builtin_clzll(want - 1));
         return alloc_as(n, want);
     }
-    bool take = sample_big(n);
-    void *p = big_alloc(n, align, &zeroed);
-    if (p && take)
-        hk_prof_record(p, n);
-    return p;
+    return big_alloc_counted(n, align, &zeroed);
 }
 
 int hak_posix_memalign(void **out, size_t align, size_t n)

@@ -597,9 +597,7 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
     for (const char *s = cfg->prefix ? cfg->prefix : ""; *s && k < sizeof prefix - 1; s++)
         prefix[k++] = *s;
     prefix[k] = 0;
-    Dl_info di;
-    int how = dladdr((void *)hk_prof_record, &di) ? dl_iterate_phdr(find_own, (void *)hk_prof_record) : 0;
-    if (how != 1)
+    if (dl_iterate_phdr(find_own, (void *)hk_prof_record) != 1)
         own_skip = 2; /* the recording and the sampling frames (malloc's tail-calls the second) */
     /* Loading an unwinder allocates (dlopen; glibc's first backtrace loads
      * libgcc's): now, not inside a sample, with sampling still off. Local
