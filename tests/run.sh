@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 . .ci/need_pkgs.sh
 need_pkgs tests/run.sh meson ninja-build gcc g++ pkg-config python3 libcriterion-dev sqlite3 gzip binutils \
-    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox python3.11 libpython3.11-testsuite git google-perftools libunwind8 ||
+    libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4 gnuplot-nox python3.11 libpython3.11-testsuite git google-perftools ||
     { echo "0 passed, 1 failed"; exit 1; }
 
 # name | meson options | suites to run ("" = all)

@@ -1,4 +1,4 @@
-/* hak_base.h — the bottom floor every part stands on: attributes, geometry, locks, the clock, size classes, settings, link encoding and fatal errors. */
+/* hak_base.h — the bottom floor every part stands on: attributes, geometry, locks, the clock, size classes, settings, link encoding, fatal errors and the stack walker. */
 #ifndef HAK_BASE_H
 #define HAK_BASE_H
 
@@ -163,6 +163,16 @@ HK_INLINE void hk_line_kv(hk_line_t *l, const char *label, uint64_t v)
     hk_line_u(l, v);
 }
 void hk_line_log(hk_line_t *l);
+
+/* The calling thread's stack as return addresses, innermost first, starting
+ * with the one into hk_stack_walk's caller (at most max). Reads each object's
+ * DWARF call-frame table itself: no allocation, and of the loader only its
+ * lock-free lookup and (to keep its cache right) its count of loads. It stops
+ * at a frame whose rules it does not follow (signal frames, code without
+ * tables); 0 where this platform has no walker (not x86-64, glibc < 2.35). */
+unsigned hk_stack_walk(void **out, unsigned max);
+/* The walker's part in the fork protocol (HK_FORK_* phases). */
+void hk_stack_fork(int phase);
 
 /* The link of free block b, as every list walk that hands blocks out reads
  * it. -Dhardened=true: one that does not decode to a 16-byte aligned address

@@ -69,6 +69,7 @@ typedef struct hk_prof_config {
     uint64_t sample;    /* HAKMEM_PROF_SAMPLE: mean bytes between samples (1: every block) */
     bool seeded;        /* HAKMEM_PROF_SEED given: repeatable runs */
     uint64_t seed;
+    bool glibc_walker;  /* HAKMEM_PROF_WALKER=glibc: stacks by glibc's backtrace */
 } hk_prof_config_t;
 void hk_prof_configure(const hk_prof_config_t *cfg);
 extern HK_HIDDEN bool hk_prof_on;

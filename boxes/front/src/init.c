@@ -6,10 +6,23 @@
 #include "hak_tls.h"
 
 #include <pthread.h>
+#include <string.h>
 
 int hk_init_state; /* 0 never, 1 running, 2 done */
 bool hk_verbose;
 static bool stats_at_exit;
+
+/* HAKMEM_PROF_WALKER: "hakmem" (the default) or "glibc"; anything else is reported. */
+static bool prof_walker_is_glibc(void)
+{
+    const char *w = hk_env_str("HAKMEM_PROF_WALKER");
+    if (!w || !strcmp(w, "hakmem"))
+        return false;
+    if (!strcmp(w, "glibc"))
+        return true;
+    hk_log("HAKMEM_PROF_WALKER is not \"hakmem\" or \"glibc\": using hakmem's walker");
+    return false;
+}
 
 /* One fork protocol: every part holds its own locks across fork() and
  * resets its own state in the child, where only the forking thread lives
@@ -72,6 +85,7 @@ void hk_init_slow(void)
         .sample = sample ? sample : (uint64_t)2 << 20, /* tcmalloc's mean */
         .seeded = hk_env_str("HAKMEM_PROF_SEED") != NULL,
         .seed = seed,
+        .glibc_walker = prof_walker_is_glibc(),
     });
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

@@ -4,7 +4,6 @@
 #include "hak_backend.h"
 #include "hak_tls.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
 #include <fcntl.h>
@@ -25,12 +24,11 @@ static char prefix[1024];
 static hk_lock_t lock = HK_LOCK_INIT;
 static uintptr_t own_lo, own_hi; /* hakmem's code, whose frames a stack leaves out */
 static unsigned own_skip;        /* statically linked: frames to leave out instead */
-/* The stack walker: libunwind's, loaded when the profiler starts if the
- * system has it (its per-thread cache of frame rules makes a capture several
- * times cheaper than glibc's in a program that churns its caches), else
- * glibc's backtrace. */
-static int (*walk)(void **, int) = backtrace;
-static const char *walker = "glibc backtrace";
+/* The stack walker: base's (hk_stack_walk), or glibc's backtrace where it
+ * has none or HAKMEM_PROF_WALKER=glibc asks for it (libgcc's unwinder
+ * follows every DWARF rule; ours stops at the rare ones, docs/profiling.md). */
+static unsigned (*walk)(void **, unsigned) = hk_stack_walk;
+static const char *walker = "hakmem's (.eh_frame)";
 static uint64_t threads_seen, dropped, mapped;
 
 static __thread uint64_t rng __attribute__((tls_model("initial-exec")));
@@ -47,7 +45,7 @@ static uint64_t next_random(void)
     return z ^ (z >> 31);
 }
 
-/* ln(x) for x in (0, 1]: x = m 2^e with m in [1, 2), ln m = 2 atanh((m-1)/(m+1)).
+/* ln(x) for x > 0: x = m 2^e with m in [1, 2), ln m = 2 atanh((m-1)/(m+1)).
  * Written here so that libhakmem needs no libm. */
 static double ln(double x)
 {
@@ -67,14 +65,26 @@ static double ln(double x)
     return e * 0.6931471805599453 + 2 * sum;
 }
 
+/* log2(1 + i/256), i = 0..256, filled at start-up: a draw interpolates in
+ * it (error below 3e-6) instead of running ln's series and a division. */
+static double log2_tab[257];
+static double draw_scale; /* ln 2 x rate */
+
 /* Bytes to the next sample: exponential with mean `rate` (every byte equally
- * likely to be the one sampled), 0 at rate 1 (every block). */
+ * likely to be the one sampled), 0 at rate 1 (every block). -ln u for u =
+ * r / 2^64 is (lz + 1 - log2 m) ln 2, with lz r's leading zeros and m in
+ * [1, 2) its digits from the leading one. */
 static int64_t draw(void)
 {
     if (rate <= 1)
         return 0;
-    double u = (double)((next_random() >> 11) + 1) / 9007199254740992.0; /* (0, 1] */
-    double d = -ln(u) * (double)rate;
+    uint64_t r = next_random() | 1;
+    unsigned lz = (unsigned)__builtin_clzll(r);
+    uint64_t m = r << lz;
+    unsigned i = (unsigned)(m >> 55) & 255;
+    double frac = (double)((m >> 23) & 0xffffffffu) * 0x1p-32;
+    double l2 = log2_tab[i] + (log2_tab[i + 1] - log2_tab[i]) * frac;
+    double d = ((double)(lz + 1) - l2) * draw_scale;
     return d < 4e18 ? (int64_t)d : (int64_t)4e18;
 }
 
@@ -106,6 +116,16 @@ bool hk_prof_next(size_t n)
 
 /* ---- stacks ----------------------------------------------------------------- */
 
+/* glibc's, less its own frame: both walkers start at their caller's */
+static unsigned glibc_walk(void **out, unsigned max)
+{
+    void *f[MAX_FRAMES + 9];
+    int n = backtrace(f, (int)hk_umin(max + 1, MAX_FRAMES + 9));
+    for (int i = 1; i < n; i++)
+        out[i - 1] = f[i];
+    return n > 0 ? (unsigned)n - 1 : 0;
+}
+
 static int find_own(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
@@ -127,7 +147,7 @@ static int find_own(struct dl_phdr_info *info, size_t size, void *arg)
 HK_INLINE unsigned capture(void **out)
 {
     void *f[MAX_FRAMES + 8];
-    int n = walk(f, MAX_FRAMES + 8);
+    int n = (int)walk(f, MAX_FRAMES + 8);
     int i = 0;
     if (own_hi)
         while (i < n && (uintptr_t)f[i] >= own_lo && (uintptr_t)f[i] < own_hi)
@@ -153,9 +173,9 @@ typedef struct bucket {
     void *frames[];
 } bucket_t;
 
-#define BUCKET_HEADS 16384
 #define BUCKETS_MAX (1u << 24)
-static bucket_t **heads;  /* chains by hash */
+static bucket_t **heads;  /* chains by hash; twice as many buckets as heads at most */
+static size_t nheads;
 static bucket_t **by_id;  /* bucket number -> bucket (the block map keeps numbers) */
 static size_t ids_cap;
 static char *arena, *arena_end;
@@ -205,7 +225,7 @@ static uint64_t *map_find(map_t *m, uint64_t key)
 
 static bool map_grow(map_t *m)
 {
-    size_t cap = m->cap ? m->cap * 2 : 1024;
+    size_t cap = m->cap ? m->cap * 2 : 256;
     uint64_t *old = m->slot, *s = reserve(cap * 16);
     if (!s)
         return false;
@@ -263,27 +283,59 @@ static void map_remove(map_t *m, uint64_t key)
     m->used--;
 }
 
+/* A profile of a few stacks touches a page of heads; one of millions, more. */
+static bool heads_grow(void)
+{
+    size_t n = nheads ? nheads * 4 : 512;
+    bucket_t **t = reserve(n * sizeof *t);
+    if (!t)
+        return false;
+    for (uint64_t i = 0; i < nbuckets; i++) {
+        bucket_t *b = by_id[i];
+        b->next = t[b->hash & (n - 1)];
+        t[b->hash & (n - 1)] = b;
+    }
+    if (heads) {
+        hk_os_release(heads, nheads * sizeof *heads);
+        mapped -= nheads * sizeof *heads;
+    }
+    heads = t;
+    nheads = n;
+    return true;
+}
+
+/* Loops, not memcmp and memcpy: a sample should not fault in more of libc
+ * (each new function there can cost a 64 KiB window of page cache). */
+static bool same_frames(void *const *a, void *const *b, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 static bucket_t *bucket_for(void *const *frames, unsigned depth, size_t size)
 {
     unsigned step = size_step(size);
     uint64_t h = step * 0x9e3779b97f4a7c15ull;
     for (unsigned i = 0; i < depth; i++)
         h = (h ^ (uintptr_t)frames[i]) * 0x100000001b3ull;
-    if (!heads && !(heads = reserve(BUCKET_HEADS * sizeof *heads)))
+    if (nbuckets >= 2 * nheads && !heads_grow())
         return NULL;
-    bucket_t **head = &heads[h & (BUCKET_HEADS - 1)];
+    bucket_t **head = &heads[h & (nheads - 1)];
     for (bucket_t *b = *head; b; b = b->next)
         if (b->hash == h && b->step == step && b->depth == depth &&
-            !memcmp(b->frames, frames, depth * sizeof *frames))
+            same_frames(b->frames, frames, depth))
             return b;
     size_t need = hk_align_up(sizeof(bucket_t) + depth * sizeof(void *), 16);
     if (nbuckets == ids_cap) { /* the numbers' table doubles */
-        size_t cap = ids_cap ? ids_cap * 2 : 4096;
+        size_t cap = ids_cap ? ids_cap * 2 : 512;
         bucket_t **t = cap <= BUCKETS_MAX ? reserve(cap * sizeof *t) : NULL;
         if (!t)
             return NULL;
         if (by_id) {
-            memcpy(t, by_id, ids_cap * sizeof *t);
+            for (size_t i = 0; i < ids_cap; i++)
+                t[i] = by_id[i];
             hk_os_release(by_id, ids_cap * sizeof *t);
             mapped -= ids_cap * sizeof *t;
         }
@@ -298,7 +350,8 @@ static bucket_t *bucket_for(void *const *frames, unsigned depth, size_t size)
     bucket_t *b = (bucket_t *)arena;
     arena += need;
     *b = (bucket_t){.next = *head, .hash = h, .step = step, .depth = depth, .id = (unsigned)nbuckets};
-    memcpy(b->frames, frames, depth * sizeof *frames);
+    for (unsigned i = 0; i < depth; i++)
+        b->frames[i] = frames[i];
     *head = b;
     by_id[nbuckets++] = b;
     return b;
@@ -332,7 +385,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
 {
     void *frames[MAX_FRAMES];
     busy = true;
-    unsigned depth = capture(frames); /* no lock held: the unwinder takes the loader's */
+    unsigned depth = capture(frames); /* no lock held: glibc's walker takes the loader's */
     hk_lock(&lock);
     bucket_t *b = bucket_for(frames, depth, n);
     uint64_t *v = b ? map_add(&blocks, (uintptr_t)p) : NULL;
@@ -388,7 +441,7 @@ typedef struct {
     int fd;
     bool failed;
     size_t n;
-    char b[16384];
+    char b[4096];
 } out_t;
 
 static void out_flush(out_t *o)
@@ -447,13 +500,13 @@ static void out_counts(out_t *o, uint64_t ln, uint64_t lb, uint64_t an, uint64_t
 static void write_profile(out_t *o)
 {
     uint64_t ln = 0, lb = 0, an = 0, ab = 0;
-    for (size_t h = 0; heads && h < BUCKET_HEADS; h++)
-        for (bucket_t *b = heads[h]; b; b = b->next) {
-            ln += b->live_n;
-            lb += b->live_b;
-            an += b->alloc_n;
-            ab += b->alloc_b;
-        }
+    for (uint64_t id = 0; id < nbuckets; id++) {
+        const bucket_t *b = by_id[id];
+        ln += b->live_n;
+        lb += b->live_b;
+        an += b->alloc_n;
+        ab += b->alloc_b;
+    }
     out_str(o, "heap profile: ");
     out_counts(o, ln, lb, an, ab);
     /* At rate 1 every block is in the file: pprof must not scale the counts. */
@@ -462,18 +515,18 @@ static void write_profile(out_t *o)
         out_num(o, rate, 10);
         out_str(o, "\n");
     }
-    for (size_t h = 0; heads && h < BUCKET_HEADS; h++)
-        for (bucket_t *b = heads[h]; b; b = b->next) {
-            out_counts(o, b->live_n, b->live_b, b->alloc_n, b->alloc_b);
-            out_str(o, " @");
-            for (unsigned i = 0; i < b->depth; i++) {
-                out_str(o, " ");
-                /* pprof takes one off every address but the first (return
-                 * addresses): the first is the call site's return address too. */
-                out_num(o, (uintptr_t)b->frames[i] - (i == 0), 16);
-            }
-            out_str(o, "\n");
+    for (uint64_t id = 0; id < nbuckets; id++) {
+        const bucket_t *b = by_id[id];
+        out_counts(o, b->live_n, b->live_b, b->alloc_n, b->alloc_b);
+        out_str(o, " @");
+        for (unsigned i = 0; i < b->depth; i++) {
+            out_str(o, " ");
+            /* pprof takes one off every address but the first (return
+             * addresses): the first is the call site's return address too. */
+            out_num(o, (uintptr_t)b->frames[i] - (i == 0), 16);
         }
+        out_str(o, "\n");
+    }
     out_str(o, "\nMAPPED_LIBRARIES:\n");
     out_flush(o);
     int m = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
@@ -487,7 +540,7 @@ static void write_profile(out_t *o)
     }
 }
 
-static out_t dump_out; /* under lock: 16 KiB is too much for a caller's stack */
+static out_t dump_out; /* under lock: a page is too much for a caller's stack */
 
 int hak_prof_dump(const char *path)
 {
@@ -518,23 +571,23 @@ static uint64_t live_estimate(uint64_t *raw)
 {
     double est = 0;
     *raw = 0;
-    for (size_t h = 0; heads && h < BUCKET_HEADS; h++)
-        for (bucket_t *b = heads[h]; b; b = b->next) {
-            if (!b->live_n)
-                continue;
-            double bytes = (double)b->live_b, scale = 1;
-            if (rate > 1 && b->live_b) {
-                /* pprof's 1 / (1 - e^-x), x the line's average size / rate */
-                double x = bytes / (double)b->live_n / (double)rate, e = 1, term = 1;
-                for (int k = 1; k < 30 && x < 30; k++) {
-                    term *= -x / k;
-                    e += term;
-                }
-                scale = x < 30 && 1 - e > 0 ? 1 / (1 - e) : 1;
+    for (uint64_t id = 0; id < nbuckets; id++) {
+        const bucket_t *b = by_id[id];
+        if (!b->live_n)
+            continue;
+        double bytes = (double)b->live_b, scale = 1;
+        if (rate > 1 && b->live_b) {
+            /* pprof's 1 / (1 - e^-x), x the line's average size / rate */
+            double x = bytes / (double)b->live_n / (double)rate, e = 1, term = 1;
+            for (int k = 1; k < 30 && x < 30; k++) {
+                term *= -x / k;
+                e += term;
             }
-            est += bytes * scale;
-            *raw += b->live_b;
+            scale = x < 30 && 1 - e > 0 ? 1 / (1 - e) : 1;
         }
+        est += bytes * scale;
+        *raw += b->live_b;
+    }
     return (uint64_t)est;
 }
 
@@ -591,6 +644,9 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
     if (!cfg->on)
         return;
     rate = cfg->sample ? cfg->sample : 1;
+    for (unsigned i = 0; i <= 256; i++)
+        log2_tab[i] = ln(1 + i / 256.0) / 0.6931471805599453;
+    draw_scale = 0.6931471805599453 * (double)rate;
     seeded = cfg->seeded;
     seed = cfg->seed;
     size_t k = 0;
@@ -599,23 +655,16 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
     prefix[k] = 0;
     if (dl_iterate_phdr(find_own, (void *)hk_prof_record) != 1)
         own_skip = 2; /* the recording and the sampling frames (malloc's tail-calls the second) */
-    /* Loading an unwinder allocates (dlopen; glibc's first backtrace loads
-     * libgcc's): now, not inside a sample, with sampling still off. Local
-     * scope: libunwind's own `backtrace` must not replace the program's. */
-    busy = true;
-    void *h = dlopen("libunwind.so.8", RTLD_NOW | RTLD_LOCAL);
-    if (h) {
-        int (*bt)(void **, int) = (int (*)(void **, int))dlsym(h, "unw_backtrace");
-        int (*policy)(void *, int) = (int (*)(void *, int))dlsym(h, "_ULx86_64_set_caching_policy");
-        void **space = dlsym(h, "_ULx86_64_local_addr_space");
-        if (bt && policy && space && policy(*space, 2 /* UNW_CACHE_PER_THREAD */) == 0) {
-            walk = bt;
-            walker = "libunwind (cached)";
-        }
-    }
     void *f[4];
-    walk(f, 4);
-    busy = false;
+    if (cfg->glibc_walker || !hk_stack_walk(f, 4)) {
+        /* glibc's first backtrace loads libgcc's unwinder, which allocates:
+         * now, not inside a sample, with sampling still off */
+        walk = glibc_walk;
+        walker = "glibc backtrace";
+        busy = true;
+        backtrace(f, 4);
+        busy = false;
+    }
     if (hk_verbose) {
         hk_line_t l = {.n = 0};
         hk_line_kv(&l, "heap profiler on: a sample every ", rate);
@@ -629,10 +678,15 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
 
 void hk_prof_fork(int phase)
 {
-    if (phase == HK_FORK_PREPARE)
+    if (phase == HK_FORK_PREPARE) {
+        hk_stack_fork(phase); /* first: a walk waits on nothing of ours */
         hk_lock(&lock);
-    else if (phase == HK_FORK_PARENT)
-        hk_unlock(&lock);
-    else
-        hk_lock_reset(&lock); /* the child keeps the records: its inherited blocks are live there */
+    } else {
+        /* the child keeps the records: its inherited blocks are live there */
+        if (phase == HK_FORK_PARENT)
+            hk_unlock(&lock);
+        else
+            hk_lock_reset(&lock);
+        hk_stack_fork(phase);
+    }
 }

@@ -1,0 +1,510 @@
+/* stack.c — the call-stack walker (x86-64 Linux): reads each object's DWARF call-frame table (.eh_frame) itself, found with glibc's lock-free _dl_find_object, so a walk neither allocates nor takes the loader's lock. */
+#include "hak_base.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(DLFO_STRUCT_HAS_EH_DBASE)
+#define HAVE_WALKER 1
+#else
+#define HAVE_WALKER 0
+#endif
+
+#if HAVE_WALKER
+
+/* DWARF's x86-64 register numbers: the two a walk needs besides the CFA. */
+enum { REG_RBP = 6, REG_RSP = 7, REG_RA = 16 };
+/* How a register is found in the caller: unchanged, at CFA + off, at
+ * rbp + off (gcc's rule for rbp in a function that realigns its stack
+ * through a scratch register), or unknown. */
+enum { SAME = 0, AT_CFA, AT_RBP, UNDEFINED };
+
+typedef struct {
+    uint8_t how;
+    int32_t off;
+} loc_t;
+
+/* One row of the call-frame table: enough to step one frame. The CFA is
+ * reg + off, or with deref (an expression "breg off; deref", which gcc emits
+ * for functions that realign the stack) the word at reg + off. */
+typedef struct {
+    uint8_t cfa_reg;
+    bool deref;
+    int32_t cfa_off;
+    loc_t rbp, ra;
+} row_t;
+
+/* ---- reading .eh_frame ------------------------------------------------------ */
+
+static uint64_t uleb(const uint8_t **pp)
+{
+    uint64_t v = 0;
+    unsigned s = 0;
+    uint8_t b;
+    do {
+        b = *(*pp)++;
+        if (s < 64)
+            v |= (uint64_t)(b & 0x7f) << s;
+        s += 7;
+    } while (b & 0x80);
+    return v;
+}
+
+static int64_t sleb(const uint8_t **pp)
+{
+    int64_t v = 0;
+    unsigned s = 0;
+    uint8_t b;
+    do {
+        b = *(*pp)++;
+        if (s < 64)
+            v |= (int64_t)((uint64_t)(b & 0x7f) << s);
+        s += 7;
+    } while (b & 0x80);
+    if (s < 64 && (b & 0x40))
+        v |= (int64_t)(~0ull << s);
+    return v;
+}
+
+#define LOAD(type, p) __extension__({ type v_; memcpy(&v_, (p), sizeof v_); v_; })
+
+/* A pointer in DW_EH_PE encoding `enc`; false for an encoding not written by
+ * gcc or ld (text- and function-relative, aligned). Indirect ones are not
+ * followed: only the personality routine uses them, and a walk skips it. */
+static bool read_ptr(const uint8_t **pp, uint8_t enc, uintptr_t datarel, uintptr_t *out)
+{
+    const uint8_t *p = *pp;
+    uintptr_t base;
+    switch (enc & 0x70) {
+    case 0x00: base = 0; break;
+    case 0x10: base = (uintptr_t)p; break;
+    case 0x30: base = datarel; break;
+    default: return false;
+    }
+    uint64_t v;
+    switch (enc & 0x0f) {
+    case 0x00: v = LOAD(uint64_t, p); p += 8; break;
+    case 0x01: v = uleb(&p); break;
+    case 0x02: v = LOAD(uint16_t, p); p += 2; break;
+    case 0x03: v = LOAD(uint32_t, p); p += 4; break;
+    case 0x04: v = LOAD(uint64_t, p); p += 8; break;
+    case 0x09: v = (uint64_t)sleb(&p); break;
+    case 0x0a: v = (uint64_t)(int64_t)LOAD(int16_t, p); p += 2; break;
+    case 0x0b: v = (uint64_t)(int64_t)LOAD(int32_t, p); p += 4; break;
+    case 0x0c: v = LOAD(uint64_t, p); p += 8; break;
+    default: return false;
+    }
+    *out = base + (uintptr_t)v;
+    *pp = p;
+    return true;
+}
+
+/* The FDE covering pc, through the object's .eh_frame_hdr search table. */
+static const uint8_t *find_fde(uintptr_t pc)
+{
+    struct dl_find_object fo;
+    if (_dl_find_object((void *)pc, &fo) != 0 || !fo.dlfo_eh_frame)
+        return NULL;
+    const uint8_t *hdr = fo.dlfo_eh_frame, *p = hdr + 4;
+    uintptr_t ignore, count;
+    /* version 1; the table is sorted (initial pc, FDE) pairs, datarel sdata4 */
+    if (hdr[0] != 1 || hdr[3] != 0x3b || !read_ptr(&p, hdr[1], (uintptr_t)hdr, &ignore) ||
+        !read_ptr(&p, hdr[2], (uintptr_t)hdr, &count) || !count)
+        return NULL;
+    const int32_t *tab = (const int32_t *)(const void *)p;
+    intptr_t rel = (intptr_t)(pc - (uintptr_t)hdr);
+    size_t lo = 0, hi = count; /* the last entry starting at or below pc */
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (LOAD(int32_t, tab + 2 * mid) <= rel)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if (LOAD(int32_t, tab + 2 * lo) > rel)
+        return NULL;
+    return hdr + LOAD(int32_t, tab + 2 * lo + 1);
+}
+
+typedef struct {
+    const uint8_t *insns, *end;
+    uint64_t code_align;
+    int64_t data_align;
+    uint8_t fde_enc;
+    bool has_z;
+} cie_t;
+
+static bool parse_cie(const uint8_t *c, cie_t *cie)
+{
+    uint32_t len = LOAD(uint32_t, c);
+    if (len == 0 || len == 0xffffffffu || LOAD(uint32_t, c + 4) != 0)
+        return false;
+    const uint8_t *p = c + 8, *end = c + 4 + len;
+    uint8_t version = *p++;
+    const char *aug = (const char *)p;
+    while (*p++)
+        ;
+    if (version != 1 && version != 3)
+        return false;
+    cie->code_align = uleb(&p);
+    cie->data_align = sleb(&p);
+    uint64_t ra = version == 1 ? *p++ : uleb(&p);
+    if (ra != REG_RA)
+        return false;
+    cie->fde_enc = 0;
+    cie->has_z = aug[0] == 'z';
+    if (cie->has_z) {
+        uint64_t n = uleb(&p);
+        const uint8_t *q = p;
+        for (const char *a = aug + 1; *a; a++) {
+            if (*a == 'R')
+                cie->fde_enc = *q++;
+            else if (*a == 'P') {
+                uintptr_t ignore;
+                uint8_t enc = *q++;
+                if (!read_ptr(&q, enc & 0x7f, 0, &ignore))
+                    return false;
+            } else if (*a == 'L')
+                q++;
+            else if (*a == 'S')
+                return false; /* a signal frame: where a walk from malloc stops */
+            else
+                return false;
+        }
+        p += n;
+    } else if (aug[0]) {
+        return false;
+    }
+    cie->insns = p;
+    cie->end = end;
+    return true;
+}
+
+/* Runs call-frame instructions from p to end while the row's address is at
+ * or below target. false on an instruction this walker does not follow
+ * (a rule it cannot apply to rbp or the return address). */
+static bool run_cfi(const uint8_t *p, const uint8_t *end, const cie_t *cie, uintptr_t loc, uintptr_t target,
+                    row_t *row, const row_t *initial)
+{
+    row_t saved[8];
+    unsigned nsaved = 0;
+    while (p < end) {
+        uint8_t op = *p++, arg = op & 0x3f;
+        uint64_t reg = 0;
+        int64_t off = 0;
+        switch (op >> 6) {
+        case 1: /* advance_loc */
+            loc += arg * cie->code_align;
+            if (loc > target)
+                return true;
+            continue;
+        case 2: /* offset */
+            reg = arg;
+            off = (int64_t)uleb(&p) * cie->data_align;
+            goto at_cfa;
+        case 3: /* restore */
+            reg = arg;
+            goto restore;
+        }
+        switch (op) {
+        case 0x00: /* nop */
+            break;
+        case 0x01: { /* set_loc */
+            uintptr_t to;
+            if (!read_ptr(&p, cie->fde_enc, 0, &to))
+                return false;
+            loc = to;
+            if (loc > target)
+                return true;
+            break;
+        }
+        case 0x02: case 0x03: case 0x04: { /* advance_loc1, 2, 4 */
+            uint64_t d = op == 0x02 ? *p : op == 0x03 ? LOAD(uint16_t, p) : LOAD(uint32_t, p);
+            p += op == 0x02 ? 1 : op == 0x03 ? 2 : 4;
+            loc += d * cie->code_align;
+            if (loc > target)
+                return true;
+            break;
+        }
+        case 0x05: /* offset_extended */
+            reg = uleb(&p);
+            off = (int64_t)uleb(&p) * cie->data_align;
+            goto at_cfa;
+        case 0x11: /* offset_extended_sf */
+            reg = uleb(&p);
+            off = sleb(&p) * cie->data_align;
+            goto at_cfa;
+        case 0x2f: /* GNU_negative_offset_extended */
+            reg = uleb(&p);
+            off = -(int64_t)uleb(&p) * cie->data_align;
+            goto at_cfa;
+        case 0x06: /* restore_extended */
+            reg = uleb(&p);
+            goto restore;
+        case 0x07: /* undefined */
+            reg = uleb(&p);
+            if (reg == REG_RBP)
+                row->rbp.how = UNDEFINED;
+            else if (reg == REG_RA)
+                row->ra.how = UNDEFINED;
+            break;
+        case 0x08: /* same_value */
+            reg = uleb(&p);
+            if (reg == REG_RBP)
+                row->rbp.how = SAME;
+            else if (reg == REG_RA)
+                return false;
+            break;
+        case 0x09: /* register: another register holds it */
+            reg = uleb(&p);
+            (void)uleb(&p);
+            if (reg == REG_RBP || reg == REG_RA)
+                return false;
+            break;
+        case 0x0a: /* remember_state */
+            if (nsaved == sizeof saved / sizeof saved[0])
+                return false;
+            saved[nsaved++] = *row;
+            break;
+        case 0x0b: /* restore_state: the CFA rule too, as gcc's epilogues expect */
+            if (!nsaved)
+                return false;
+            *row = saved[--nsaved];
+            break;
+        case 0x0c: /* def_cfa */
+            row->cfa_reg = (uint8_t)uleb(&p);
+            row->cfa_off = (int32_t)uleb(&p);
+            row->deref = false;
+            break;
+        case 0x12: /* def_cfa_sf */
+            row->cfa_reg = (uint8_t)uleb(&p);
+            row->cfa_off = (int32_t)(sleb(&p) * cie->data_align);
+            row->deref = false;
+            break;
+        case 0x0d: /* def_cfa_register */
+            row->cfa_reg = (uint8_t)uleb(&p);
+            row->deref = false;
+            break;
+        case 0x0e: /* def_cfa_offset */
+            row->cfa_off = (int32_t)uleb(&p);
+            break;
+        case 0x13: /* def_cfa_offset_sf */
+            row->cfa_off = (int32_t)(sleb(&p) * cie->data_align);
+            break;
+        case 0x0f: { /* def_cfa_expression: only "bregN off; deref" */
+            uint64_t n = uleb(&p);
+            const uint8_t *q = p, *qe = p + n;
+            p = qe;
+            if (n < 2 || *q < 0x70 || *q > 0x8f)
+                return false;
+            row->cfa_reg = (uint8_t)(*q++ - 0x70);
+            row->cfa_off = (int32_t)sleb(&q);
+            if (q + 1 != qe || *q != 0x06)
+                return false;
+            row->deref = true;
+            break;
+        }
+        case 0x10: { /* expression: for rbp, only "breg6 off" */
+            reg = uleb(&p);
+            uint64_t n = uleb(&p);
+            const uint8_t *q = p, *qe = p + n;
+            p = qe;
+            if (reg == REG_RA)
+                return false;
+            if (reg == REG_RBP) {
+                if (n < 2 || *q++ != 0x76)
+                    return false;
+                row->rbp = (loc_t){AT_RBP, (int32_t)sleb(&q)};
+                if (q != qe)
+                    return false;
+            }
+            break;
+        }
+        case 0x16: /* val_expression */
+            reg = uleb(&p);
+            p += uleb(&p);
+            if (reg == REG_RBP || reg == REG_RA)
+                return false;
+            break;
+        case 0x14: /* val_offset */
+        case 0x15: /* val_offset_sf */
+            reg = uleb(&p);
+            if (op == 0x14)
+                (void)uleb(&p);
+            else
+                (void)sleb(&p);
+            if (reg == REG_RBP || reg == REG_RA)
+                return false;
+            break;
+        case 0x2e: /* GNU_args_size */
+            (void)uleb(&p);
+            break;
+        default:
+            return false;
+        }
+        continue;
+    at_cfa:
+        if (reg == REG_RBP)
+            row->rbp = (loc_t){AT_CFA, (int32_t)off};
+        else if (reg == REG_RA)
+            row->ra = (loc_t){AT_CFA, (int32_t)off};
+        continue;
+    restore:
+        if (!initial)
+            return false;
+        if (reg == REG_RBP)
+            row->rbp = initial->rbp;
+        else if (reg == REG_RA)
+            row->ra = initial->ra;
+    }
+    return true;
+}
+
+/* The row for pc (an address inside the frame's function). */
+static bool row_for(uintptr_t pc, row_t *row)
+{
+    const uint8_t *fde = find_fde(pc);
+    if (!fde)
+        return false;
+    uint32_t len = LOAD(uint32_t, fde);
+    if (len == 0 || len == 0xffffffffu)
+        return false;
+    const uint8_t *end = fde + 4 + len, *p = fde + 8;
+    cie_t cie;
+    if (!parse_cie(fde + 4 - LOAD(uint32_t, fde + 4), &cie))
+        return false;
+    uintptr_t start, range;
+    if (!read_ptr(&p, cie.fde_enc, 0, &start) || !read_ptr(&p, cie.fde_enc & 0x0f, 0, &range))
+        return false;
+    if (pc < start || pc - start >= range)
+        return false;
+    if (cie.has_z)
+        p += uleb(&p);
+    *row = (row_t){.cfa_reg = REG_RSP, .cfa_off = 8, .ra = {AT_CFA, -8}};
+    if (!run_cfi(cie.insns, cie.end, &cie, start, (uintptr_t)-1, row, NULL))
+        return false;
+    row_t initial = *row;
+    return run_cfi(p, end, &cie, start, pc, row, &initial);
+}
+
+/* ---- stepping, and a cache of steps shared by the threads -------------------- */
+
+/* A row as a walk uses it: the return address is at CFA - 8 (where the call
+ * put it; a row saying otherwise ends the walk) and rbp's offset fits 16
+ * bits. With the address, 16 B a cache slot. */
+typedef struct {
+    int32_t cfa_off;
+    int16_t rbp_off;
+    uint8_t cfa_reg;
+    uint8_t how; /* deref | rbp's rule << 1, or END */
+} step_t;
+#define END 0x80 /* the walk stops at this address (outermost frame, or a rule not followed) */
+
+static HK_NOINLINE step_t step_of(uintptr_t pc)
+{
+    row_t r;
+    if (!row_for(pc, &r) || r.ra.how != AT_CFA || r.ra.off != -8 || r.rbp.off != (int16_t)r.rbp.off ||
+        (r.cfa_reg != REG_RSP && r.cfa_reg != REG_RBP))
+        return (step_t){.how = END};
+    return (step_t){r.cfa_off, (int16_t)r.rbp.off, r.cfa_reg, (uint8_t)(r.deref | r.rbp.how << 1)};
+}
+
+/* Direct-mapped by address (16 KiB); a thread that finds it in use walks
+ * without it, so no thread waits, and a fork child whose parent was walking
+ * still walks. Emptied when the loader has loaded an object since it was
+ * filled: code unloaded since may have been replaced at the same address
+ * (the frames of a walk are all in code still loaded). */
+#define CACHE_BITS 10
+typedef struct {
+    uintptr_t pc;
+    step_t step;
+} slot_t;
+static slot_t cache[1u << CACHE_BITS];
+static hk_lock_t cache_lock = HK_LOCK_INIT;
+static unsigned long long cache_adds; /* the loader's count of loads it was filled under */
+
+static int read_adds(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    *(unsigned long long *)arg = info->dlpi_adds;
+    return 1;
+}
+
+static step_t step_for(uintptr_t pc, bool use_cache)
+{
+    slot_t *s = &cache[(pc * 0x9e3779b97f4a7c15ull) >> (64 - CACHE_BITS)];
+    if (use_cache && s->pc == pc)
+        return s->step;
+    step_t st = step_of(pc);
+    if (use_cache)
+        *s = (slot_t){pc, st};
+    return st;
+}
+
+HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
+{
+    uintptr_t pc, sp, fp;
+    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
+    /* Only a walk holding the cache asks the loader (for an instant, under
+     * its lock): fork's prepare waits for the cache, so no walk of ours is
+     * inside the loader when a child is made. */
+    bool use_cache = !__atomic_exchange_n(&cache_lock.v, 1, __ATOMIC_ACQUIRE);
+    unsigned long long adds = ~0ull;
+    if (use_cache && (dl_iterate_phdr(read_adds, &adds) != 1 || adds != cache_adds)) {
+        for (unsigned i = 0; i < 1u << CACHE_BITS; i++) /* a loop: no libc page faulted in */
+            cache[i].pc = 0;
+        cache_adds = adds;
+    }
+    unsigned n = 0;
+    for (bool first = true; n < max; first = false) {
+        /* a return address may be just past its function's last call */
+        step_t st = step_for(first ? pc : pc - 1, use_cache);
+        if (st.how & END)
+            break;
+        uintptr_t cfa = (st.cfa_reg == REG_RSP ? sp : fp) + (uintptr_t)(intptr_t)st.cfa_off;
+        if (st.how & 1)
+            cfa = *(const uintptr_t *)cfa;
+        /* a stack grows down: a caller's frame lies above, and not absurdly far */
+        if (cfa <= sp || cfa - sp > ((uintptr_t)1 << 30) || (cfa & 7))
+            break;
+        unsigned rbp = st.how >> 1;
+        if (rbp == AT_CFA)
+            fp = *(const uintptr_t *)(cfa + (uintptr_t)(intptr_t)st.rbp_off);
+        else if (rbp == AT_RBP)
+            fp = *(const uintptr_t *)(fp + (uintptr_t)(intptr_t)st.rbp_off);
+        else if (rbp == UNDEFINED)
+            fp = 0;
+        sp = cfa;
+        pc = *(const uintptr_t *)(cfa - 8);
+        if (!pc)
+            break;
+        out[n++] = (void *)pc;
+    }
+    if (use_cache)
+        hk_unlock(&cache_lock);
+    return n;
+}
+
+void hk_stack_fork(int phase)
+{
+    if (phase == HK_FORK_PREPARE)
+        hk_lock(&cache_lock);
+    else if (phase == HK_FORK_PARENT)
+        hk_unlock(&cache_lock);
+    else
+        hk_lock_reset(&cache_lock);
+}
+
+#else /* no _dl_find_object, or not x86-64 */
+
+unsigned hk_stack_walk(void **out, unsigned max)
+{
+    (void)out;
+    (void)max;
+    return 0;
+}
+
+void hk_stack_fork(int phase) { (void)phase; }
+
+#endif
