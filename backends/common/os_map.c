@@ -1,4 +1,4 @@
-/* os_map.c — the address-space primitives every backend shares: aligned reserve, release, resize and move of plain mappings. */
+/* os_map.c — the address-space primitives every backend shares: aligned reserve, release, protection, resize and move of plain mappings. */
 #include "hak_backend.h"
 
 #include <errno.h>
@@ -38,6 +38,15 @@ void *hk_os_reserve(size_t size, size_t align, bool commit)
 }
 
 void hk_os_release(void *p, size_t size) { munmap(p, size); }
+
+bool hk_os_protect(void *p, size_t size, bool access)
+{
+    if (access)
+        return mprotect(p, size, PROT_READ | PROT_WRITE) == 0;
+    /* the pages go back first: an inaccessible range needs no contents */
+    madvise(p, size, MADV_DONTNEED);
+    return mprotect(p, size, PROT_NONE) == 0;
+}
 
 bool hk_os_resize(void *p, size_t old_size, size_t new_size)
 {

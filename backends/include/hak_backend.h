@@ -1,4 +1,4 @@
-/* hak_backend.h — the OS-memory primitives every backend implements: reserve, decommit, release, resize and move of mappings. */
+/* hak_backend.h — the OS-memory primitives every backend implements: reserve, decommit, release, protection, resize and move of mappings. */
 #ifndef HAK_BACKEND_H
 #define HAK_BACKEND_H
 
@@ -27,6 +27,10 @@ void hk_os_decommit(void *p, size_t size);
 void hk_os_release_slabs(void *region);
 /* Returns any other range (from hk_os_reserve) to the OS. */
 void hk_os_release(void *p, size_t size);
+/* Makes whole pages of a range from hk_os_reserve readable and writable, or
+ * inaccessible (any access faults) with their physical pages given back:
+ * guard pages. false if the OS refuses. */
+bool hk_os_protect(void *p, size_t size, bool access);
 /* Grows or shrinks a committed mapping in place; false if it cannot. */
 bool hk_os_resize(void *p, size_t old_size, size_t new_size);
 /* Moves a committed mapping's pages to `dst` (a reserved range of new_size),

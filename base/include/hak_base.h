@@ -171,6 +171,10 @@ void hk_line_log(hk_line_t *l);
  * at a frame whose rules it does not follow (signal frames, code without
  * tables); 0 where this platform has no walker (not x86-64, glibc < 2.35). */
 unsigned hk_stack_walk(void **out, unsigned max);
+/* The same from a signal handler, for the interrupted code whose registers
+ * are pc, sp and fp (from the ucontext): its first entry is pc + 1 (every
+ * entry reads as a return address), no cache, no lock, async-signal-safe. */
+unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max);
 /* The walker's part in the fork protocol (HK_FORK_* phases). */
 void hk_stack_fork(int phase);
 

@@ -442,20 +442,10 @@ static step_t step_for(uintptr_t pc, bool use_cache)
     return st;
 }
 
-HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
+/* Steps from the frame whose registers are pc, sp, fp (pc exact, not a
+ * return address), writing each caller's return address. */
+static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max, bool use_cache)
 {
-    uintptr_t pc, sp, fp;
-    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
-    /* Only a walk holding the cache asks the loader (for an instant, under
-     * its lock): fork's prepare waits for the cache, so no walk of ours is
-     * inside the loader when a child is made. */
-    bool use_cache = !__atomic_exchange_n(&cache_lock.v, 1, __ATOMIC_ACQUIRE);
-    unsigned long long adds = ~0ull;
-    if (use_cache && (dl_iterate_phdr(read_adds, &adds) != 1 || adds != cache_adds)) {
-        for (unsigned i = 0; i < 1u << CACHE_BITS; i++) /* a loop: no libc page faulted in */
-            cache[i].pc = 0;
-        cache_adds = adds;
-    }
     unsigned n = 0;
     for (bool first = true; n < max; first = false) {
         /* a return address may be just past its function's last call */
@@ -481,9 +471,35 @@ HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
             break;
         out[n++] = (void *)pc;
     }
+    return n;
+}
+
+HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
+{
+    uintptr_t pc, sp, fp;
+    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
+    /* Only a walk holding the cache asks the loader (for an instant, under
+     * its lock): fork's prepare waits for the cache, so no walk of ours is
+     * inside the loader when a child is made. */
+    bool use_cache = !__atomic_exchange_n(&cache_lock.v, 1, __ATOMIC_ACQUIRE);
+    unsigned long long adds = ~0ull;
+    if (use_cache && (dl_iterate_phdr(read_adds, &adds) != 1 || adds != cache_adds)) {
+        for (unsigned i = 0; i < 1u << CACHE_BITS; i++) /* a loop: no libc page faulted in */
+            cache[i].pc = 0;
+        cache_adds = adds;
+    }
+    unsigned n = walk_from(pc, sp, fp, out, max, use_cache);
     if (use_cache)
         hk_unlock(&cache_lock);
     return n;
+}
+
+unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max)
+{
+    if (!max)
+        return 0;
+    out[0] = (void *)(pc + 1); /* as if a return address: readers take one off */
+    return 1 + walk_from(pc, sp, fp, out + 1, max - 1, false);
 }
 
 void hk_stack_fork(int phase)
@@ -503,6 +519,16 @@ unsigned hk_stack_walk(void **out, unsigned max)
     (void)out;
     (void)max;
     return 0;
+}
+
+unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max)
+{
+    (void)sp;
+    (void)fp;
+    if (!max)
+        return 0;
+    out[0] = (void *)(pc + 1);
+    return 1;
 }
 
 void hk_stack_fork(int phase) { (void)phase; }

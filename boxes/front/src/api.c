@@ -96,37 +96,44 @@ HK_INLINE void *route(size_t n)
     return small_miss(c);
 }
 
-/* The thread's sampling countdown ran out on this allocation. */
-static HK_NOINLINE void *alloc_sampled(size_t n, size_t room)
+/* The thread's sampling countdown ran out on this allocation: it may be
+ * guarded (its own slot, exactly n bytes), profiled, or both. */
+static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
 {
-    bool take = hk_prof_next(n);
-    void *p = route(room);
-    if (p && take)
+    unsigned take = hk_sample_next(n);
+    void *p = take & HK_SAMPLE_GUARD ? hk_guard_alloc(n, align) : NULL;
+    if (!p)
+        p = route(room);
+    if (p && (take & HK_SAMPLE_PROF))
         hk_prof_record(p, n);
     return p;
 }
 
-/* A block of room bytes for a request of n (realloc's headroom, an aligned
- * block's rounding): the countdown and the profile see n. */
-HK_INLINE void *alloc_as(size_t n, size_t room)
+/* A block of room bytes for a request of n aligned to align (realloc's
+ * headroom, an aligned block's rounding): the samplers see n. */
+HK_INLINE void *alloc_as(size_t n, size_t room, size_t align)
 {
     if (hk_tls_sample_due(n))
-        return alloc_sampled(n, room);
+        return alloc_sampled(n, room, align);
     return route(room);
 }
 
-HK_INLINE void *alloc(size_t n) { return alloc_as(n, n); }
+HK_INLINE void *alloc(size_t n) { return alloc_as(n, n, 16); }
 
 /* The countdown for the paths that bypass alloc (big calloc and aligned
- * blocks): whether the block about to be made is sampled. */
-HK_INLINE bool sample_big(size_t n) { return hk_tls_sample_due(n) && hk_prof_next(n); }
+ * blocks): which samplers take the block about to be made. */
+HK_INLINE unsigned sample_big(size_t n) { return hk_tls_sample_due(n) ? hk_sample_next(n) : 0; }
 
 /* big_alloc for a request of n bytes, counted and, when due, sampled. */
 HK_INLINE void *big_alloc_counted(size_t n, size_t align, bool *zeroed)
 {
-    bool take = sample_big(n);
-    void *p = big_alloc(n, align, zeroed);
-    if (p && take)
+    unsigned take = sample_big(n);
+    void *p = NULL;
+    if (HK_UNLIKELY(take & HK_SAMPLE_GUARD) && (p = hk_guard_alloc(n, align)))
+        *zeroed = false;
+    else
+        p = big_alloc(n, align, zeroed);
+    if (p && (take & HK_SAMPLE_PROF))
         hk_prof_record(p, n);
     return p;
 }
@@ -167,7 +174,7 @@ static void *aligned(size_t align, size_t n)
     if (want <= HK_MEDIUM_MAX && align <= HK_PAGE_SIZE) {
         if (want <= HK_SMALL_MAX || align > HK_OS_PAGE)
             want = (size_t)1 << (64 - __builtin_clzll(want - 1));
-        return alloc_as(n, want);
+        return alloc_as(n, want, align);
     }
     return big_alloc_counted(n, align, &zeroed);
 }
@@ -267,7 +274,11 @@ static HK_NOINLINE void free_overflow(unsigned c, void *p)
  * needs no stack frame on its hit path. */
 static HK_NOINLINE HK_COLD void free_invalid(void *p)
 {
-    if (p)
+    if (!p)
+        return;
+    if (hk_guard_owns(p)) /* no map has guarded blocks: they come here */
+        hk_guard_free(p);
+    else
         hk_fatal_op("invalid", "free", p);
 }
 static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
@@ -345,8 +356,11 @@ HK_HOT_ENTRY void hak_free(void *p)
 static size_t usable(void *p, const char *op)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
-    if (!ch)
+    if (!ch) {
+        if (hk_guard_owns(p))
+            return hk_guard_usable(p, op);
         hk_fatal_op("invalid", op, p);
+    }
     hk_page_face_t *pg = hk_page_face(ch, p);
     if (pg->cls)
         return small_check(pg, p, op);
@@ -366,7 +380,8 @@ void *hak_realloc(void *p, size_t n)
         return NULL;
     }
     size_t old = usable(p, "realloc");
-    if (n <= old && n >= old / 2) {
+    /* a guarded block always moves: its usable size is its request */
+    if (n <= old && n >= old / 2 && !(HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p))) {
         if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)))
             hk_prof_resized(p, n);
         return p;
@@ -381,7 +396,7 @@ void *hak_realloc(void *p, size_t n)
     size_t want = n > old && n - old < old / 4 ? old + old / 4 : n;
     if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX) {
         hk_chunk_t *ch = hk_chunk_of(p);
-        if (ch->kind == HK_CHUNK_LARGE) {
+        if (ch && ch->kind == HK_CHUNK_LARGE) { /* NULL: a guarded block */
             void *q = hk_large_resize(ch, p, want);
             if (q || (want != n && (q = hk_large_resize(ch, p, n)))) {
                 /* Resized in place, the record follows; moved, a new sample. */
@@ -391,13 +406,13 @@ void *hak_realloc(void *p, size_t n)
                     else
                         hk_prof_forget(p);
                 }
-                if (q != p && sample_big(n))
+                if (q != p && (sample_big(n) & HK_SAMPLE_PROF))
                     hk_prof_record(q, n);
                 return q;
             }
         }
     }
-    void *q = alloc_as(n, want);
+    void *q = alloc_as(n, want, 16);
     if (!q && want != n)
         q = alloc(n);
     if (!q)

@@ -70,14 +70,18 @@ typedef struct hk_prof_config {
     bool seeded;        /* HAKMEM_PROF_SEED given: repeatable runs */
     uint64_t seed;
     bool glibc_walker;  /* HAKMEM_PROF_WALKER=glibc: stacks by glibc's backtrace */
+    unsigned guard_every; /* HAKMEM_GUARD_SAMPLE: about one allocation in N guarded, 0 off */
 } hk_prof_config_t;
 void hk_prof_configure(const hk_prof_config_t *cfg);
 extern HK_HIDDEN bool hk_prof_on;
 /* Live sampled blocks; free's slow path asks the profiler only while > 0. */
 extern HK_HIDDEN size_t hk_prof_live;
-/* A thread's countdown ran out (hk_tls_sample_due): sets the next one and
- * says whether the allocation of n bytes is sampled. */
-bool hk_prof_next(size_t n);
+/* A thread's countdown ran out (hk_tls_sample_due) on an allocation of n
+ * bytes: sets the next one, says which samplers take this allocation. */
+enum { HK_SAMPLE_PROF = 1, HK_SAMPLE_GUARD = 2 };
+unsigned hk_sample_next(size_t n);
+/* The caller's stack (hakmem's frames left out where they can be told). */
+unsigned hk_stack_capture(void **out, unsigned max);
 /* Records the sampled block p of n requested bytes with the caller's stack
  * (hakmem's frames left out). */
 void hk_prof_record(void *p, size_t n);
@@ -90,5 +94,21 @@ typedef struct hk_prof_stats {
     uint64_t mapped, live, dropped;
 } hk_prof_stats_t;
 void hk_prof_stats(hk_prof_stats_t *st);
+
+/* Guarded sampling (guard.c): a pool of HAKMEM_GUARD_SLOTS slots for blocks
+ * up to 32 KiB, mappings of their own above. */
+void hk_guard_configure(unsigned slots);
+extern HK_HIDDEN bool hk_guard_on;
+/* A guarded block of n bytes aligned to align, or NULL (pool full). */
+void *hk_guard_alloc(size_t n, size_t align);
+/* Whether p lies in guarded memory (a block, its slot or its guard pages). */
+bool hk_guard_owns(const void *p);
+/* Frees the guarded block p; reports and aborts on a double or invalid free
+ * or an overwritten canary. */
+void hk_guard_free(void *p);
+/* The request's size; reports and aborts unless p is a live guarded block. */
+size_t hk_guard_usable(void *p, const char *op);
+void hk_guard_thread_exit(void);
+void hk_guard_fork(int phase);
 
 #endif

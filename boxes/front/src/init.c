@@ -24,13 +24,25 @@ static bool prof_walker_is_glibc(void)
     return false;
 }
 
+/* The guarded pool's default: 56 slots of 32 KiB and their guard pages,
+ * about 2 MiB of address space (resident only while blocks live there). */
+#define GUARD_SLOTS 56
+
+/* A thread's exit is a safe point (the purge thread may start), and its
+ * alternate signal stack, if guarded sampling gave it one, goes. */
+static void thread_exit(void)
+{
+    hk_guard_thread_exit();
+    hk_purge_safe_point_slow();
+}
+
 /* One fork protocol: every part holds its own locks across fork() and
  * resets its own state in the child, where only the forking thread lives
  * on (the other threads' caches are lost to it: they cannot be reached).
  * Top-down before, bottom-up after, so no part waits on one above it. */
 static void fork_phase(int phase)
 {
-    static void (*const parts[])(int) = {hk_prof_fork, hk_stats_fork, hk_purge_fork, hk_large_fork, hk_tls_fork,
+    static void (*const parts[])(int) = {hk_guard_fork, hk_prof_fork, hk_stats_fork, hk_purge_fork, hk_large_fork, hk_tls_fork,
                                          hk_refill_fork, hk_policy_fork, hk_os_fork};
     const unsigned n = sizeof parts / sizeof parts[0];
     for (unsigned i = 0; i < n; i++)
@@ -74,11 +86,16 @@ void hk_init_slow(void)
         .medium_bytes = hk_env_uint("HAKMEM_THREAD_MEDIUM_BYTES", (unsigned)HK_TLS_MEDIUM_BYTES, 1u << 30),
         .grow = !HK_LEARNING || !pol.learning, /* Box 3's caps are global: one rule at a time */
         .trace = hk_env_uint("HAKMEM_CACHE_TRACE", 0, 1),
-        .exit_hook = hk_purge_safe_point_slow, /* a thread's exit is a safe point */
+        .exit_hook = thread_exit,
     });
     const char *prof = hk_env_str("HAKMEM_PROF");
     unsigned sample = hk_env_uint("HAKMEM_PROF_SAMPLE", 0, 1u << 30);
     unsigned seed = hk_env_uint("HAKMEM_PROF_SEED", 0, ~0u);
+    unsigned guard = hk_env_uint("HAKMEM_GUARD_SAMPLE", 0, 1u << 30);
+    if (guard)
+        hk_guard_configure(hk_env_uint("HAKMEM_GUARD_SLOTS", GUARD_SLOTS, 1u << 16));
+    else
+        hk_env_unused("HAKMEM_GUARD_SLOTS", " (guarded sampling is off: HAKMEM_GUARD_SAMPLE)");
     hk_prof_configure(&(hk_prof_config_t){
         .on = prof || sample,
         .prefix = prof,
@@ -86,6 +103,7 @@ void hk_init_slow(void)
         .seeded = hk_env_str("HAKMEM_PROF_SEED") != NULL,
         .seed = seed,
         .glibc_walker = prof_walker_is_glibc(),
+        .guard_every = hk_guard_on ? guard : 0,
     });
     pthread_atfork(fork_prepare, fork_parent, fork_child);
     __atomic_store_n(&hk_init_state, 2, __ATOMIC_RELEASE);

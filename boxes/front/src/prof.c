@@ -70,48 +70,88 @@ static double ln(double x)
 static double log2_tab[257];
 static double draw_scale; /* ln 2 x rate */
 
-/* Bytes to the next sample: exponential with mean `rate` (every byte equally
- * likely to be the one sampled), 0 at rate 1 (every block). -ln u for u =
- * r / 2^64 is (lz + 1 - log2 m) ln 2, with lz r's leading zeros and m in
- * [1, 2) its digits from the leading one. */
-static int64_t draw(void)
+/* Bytes to the next point of an exponential process whose mean is
+ * scale / ln 2: -ln u for u = r / 2^64 is (lz + 1 - log2 m) ln 2, with lz
+ * r's leading zeros and m in [1, 2) its digits from the leading one. */
+static int64_t draw_scaled(double scale)
 {
-    if (rate <= 1)
-        return 0;
     uint64_t r = next_random() | 1;
     unsigned lz = (unsigned)__builtin_clzll(r);
     uint64_t m = r << lz;
     unsigned i = (unsigned)(m >> 55) & 255;
     double frac = (double)((m >> 23) & 0xffffffffu) * 0x1p-32;
     double l2 = log2_tab[i] + (log2_tab[i + 1] - log2_tab[i]) * frac;
-    double d = ((double)(lz + 1) - l2) * draw_scale;
+    double d = ((double)(lz + 1) - l2) * scale;
     return d < 4e18 ? (int64_t)d : (int64_t)4e18;
 }
 
-bool hk_prof_next(size_t n)
+/* Bytes to the next sample: exponential with mean `rate` (every byte equally
+ * likely to be the one sampled), 0 at rate 1 (every block). */
+static int64_t draw(void) { return rate <= 1 ? 0 : draw_scaled(draw_scale); }
+
+/* ---- the countdown, shared by the profiler and guarded sampling ---------------
+ * hk_tls.sample_left runs down by each allocation's size; it is armed with
+ * the nearer of the two samplers' next points, and when it runs out each
+ * sampler takes off the bytes since it was armed. */
+
+static unsigned guard_every; /* HAKMEM_GUARD_SAMPLE: about one allocation in N, 0 off */
+static __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
+static __thread int64_t guard_left __attribute__((tls_model("initial-exec")));
+static __thread int64_t armed __attribute__((tls_model("initial-exec")));
+/* The mean of 1/size over the allocations the countdown stopped at: those
+ * are picked in proportion to their size, so this estimates 1 / (the
+ * thread's mean allocation size), which turns "one allocation in N" into
+ * bytes. */
+static __thread float size_inv __attribute__((tls_model("initial-exec")));
+
+/* Bytes to the next guarded allocation; -1: the next one, whatever its size. */
+static int64_t guard_draw(void)
+{
+    if (guard_every <= 1)
+        return -1;
+    return draw_scaled(0.6931471805599453 * (double)guard_every / (double)size_inv);
+}
+
+unsigned hk_sample_next(size_t n)
 {
     hk_init();
-    if (!hk_prof_on) {
+    if (!hk_prof_on && !guard_every) {
         /* Out of reach (~2^62 bytes) once set-up is done; until then (an
          * allocation inside it) the next allocation asks again. */
         hk_tls.sample_left = __atomic_load_n(&hk_init_state, __ATOMIC_ACQUIRE) == 2 ? INT64_MAX / 2 : 0;
-        return false;
+        return 0;
     }
-    if (busy) { /* the profiler's own allocation: a new interval, no sample */
-        hk_tls.sample_left = rng ? (uint64_t)draw() : 0;
-        return false;
-    }
-    if (!rng) { /* the thread's first allocation: its countdown starts here */
+    int64_t consumed;
+    if (!rng) { /* the thread's first allocation: its countdowns start here */
         uint64_t k = __atomic_add_fetch(&threads_seen, 1, __ATOMIC_RELAXED);
         rng = ((seeded ? seed : hk_random_word() ^ (uintptr_t)&rng) + k * 0xd1342543de82ef95ull) | 1;
-        uint64_t d = (uint64_t)draw();
-        if (d >= n) {
-            hk_tls.sample_left = d - n;
-            return false;
+        size_inv = 1.0f / 64;
+        prof_left = hk_prof_on ? draw() : INT64_MAX / 2;
+        guard_left = guard_every ? guard_draw() : INT64_MAX / 2;
+        consumed = (int64_t)n;
+    } else {
+        consumed = armed - (int64_t)hk_tls.sample_left;
+    }
+    prof_left -= consumed;
+    guard_left -= consumed;
+    unsigned take = 0;
+    /* the profiler's own allocations (busy) are never sampled: new intervals */
+    if (prof_left < 0) {
+        if (n && !busy)
+            take |= HK_SAMPLE_PROF;
+        prof_left = draw(); /* from the end of this block: memoryless */
+    }
+    if (guard_every) {
+        size_inv += (1.0f / (float)(n ? n : 1) - size_inv) * (1.0f / 16);
+        if (guard_left < 0) {
+            if (!busy)
+                take |= HK_SAMPLE_GUARD;
+            guard_left = guard_draw();
         }
     }
-    hk_tls.sample_left = (uint64_t)draw(); /* from the end of this block: memoryless */
-    return n != 0;
+    armed = prof_left < guard_left ? prof_left : guard_left;
+    hk_tls.sample_left = (uint64_t)armed;
+    return take;
 }
 
 /* ---- stacks ----------------------------------------------------------------- */
@@ -156,6 +196,20 @@ HK_INLINE unsigned capture(void **out)
         i = (int)own_skip < n ? (int)own_skip : n;
     unsigned k = 0;
     for (; i < n && k < MAX_FRAMES; i++)
+        out[k++] = f[i];
+    return k;
+}
+
+/* A stack for guarded sampling: hakmem's frames left out when it is a
+ * library of its own, kept when it is linked into the program (its paths
+ * to here vary in depth). */
+unsigned hk_stack_capture(void **out, unsigned max)
+{
+    void *f[MAX_FRAMES + 8];
+    unsigned n = walk(f, MAX_FRAMES + 8), i = 0, k = 0;
+    while (own_hi && i < n && (uintptr_t)f[i] >= own_lo && (uintptr_t)f[i] < own_hi)
+        i++;
+    for (; i < n && k < max; i++)
         out[k++] = f[i];
     return k;
 }
@@ -641,7 +695,7 @@ void hk_prof_stats(hk_prof_stats_t *st)
 
 void hk_prof_configure(const hk_prof_config_t *cfg)
 {
-    if (!cfg->on)
+    if (!cfg->on && !cfg->guard_every)
         return;
     rate = cfg->sample ? cfg->sample : 1;
     for (unsigned i = 0; i <= 256; i++)
@@ -665,15 +719,24 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
         backtrace(f, 4);
         busy = false;
     }
-    if (hk_verbose) {
+    if (hk_verbose && cfg->on) {
         hk_line_t l = {.n = 0};
         hk_line_kv(&l, "heap profiler on: a sample every ", rate);
         hk_line_str(&l, " bytes on average, stacks by ");
         hk_line_str(&l, walker);
         hk_line_log(&l);
     }
-    __atomic_store_n(&hk_prof_on, true, __ATOMIC_RELEASE);
-    hk_tls.sample_left = 0; /* this thread's countdown starts at its next allocation */
+    if (hk_verbose && cfg->guard_every) {
+        hk_line_t l = {.n = 0};
+        hk_line_kv(&l, "guarded sampling on: about one allocation in ", cfg->guard_every);
+        hk_line_str(&l, ", stacks by ");
+        hk_line_str(&l, walker);
+        hk_line_log(&l);
+    }
+    guard_every = cfg->guard_every;
+    __atomic_store_n(&hk_prof_on, cfg->on, __ATOMIC_RELEASE);
+    /* this thread's countdown starts at its next allocation, of any size */
+    hk_tls.sample_left = (uint64_t)-1;
 }
 
 void hk_prof_fork(int phase)
