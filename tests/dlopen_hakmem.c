@@ -1,4 +1,4 @@
-/* Checks that libhakmem.so can be dlopen()ed into a running process (its initial-exec TLS fits) and that its hak_* API works there. */
+/* Checks that libhakmem.so can be dlopen()ed into a running process (its initial-exec TLS fits) and that its hak_* API works there, with the heap profiler and guarded sampling on too. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
@@ -51,6 +51,35 @@ static void *thread_main(void *arg)
     return (void *)(intptr_t)(bad || !leftover[tag]);
 }
 
+/* With the heap profiler on (HAKMEM_PROF_SAMPLE=1): a profile taken while
+ * the threads' leftover blocks live has a stack through thread_main. */
+static int profile_names_thread_main(void *h)
+{
+    int (*dump)(const char *) = (int (*)(const char *))(uintptr_t)dlsym(h, "hak_prof_dump");
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/hakmem-dlopen.%d.heap", (int)getpid());
+    if (!dump || dump(path) != 0) {
+        fprintf(stderr, "dlopen: hak_prof_dump failed\n");
+        return 1;
+    }
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int found = 0;
+    while (f && !found && fgets(line, sizeof line, f)) {
+        char *at = strchr(line, '@');
+        for (char *t = at ? strtok(at + 1, " \n") : NULL; t && !found; t = strtok(NULL, " \n")) {
+            uintptr_t a = (uintptr_t)strtoull(t, NULL, 16);
+            found = a >= (uintptr_t)thread_main && a < (uintptr_t)thread_main + 512;
+        }
+    }
+    if (f)
+        fclose(f);
+    unlink(path);
+    if (!found)
+        fprintf(stderr, "dlopen: no profiled stack passes through thread_main\n");
+    return !found;
+}
+
 int main(int argc, char **argv)
 {
 #ifdef HAKMEM_SO_PATH
@@ -89,6 +118,8 @@ int main(int argc, char **argv)
         pthread_join(t[i], &r);
         bad |= r != NULL;
     }
+    if (getenv("HAKMEM_PROF_SAMPLE"))
+        bad |= profile_names_thread_main(h);
     for (int i = 0; i < 4; i++) h_free(leftover[i]);
     printf("dlopen: %s\n", bad ? "FAILED" : "ok");
     return bad;

@@ -152,6 +152,11 @@ typedef struct hk_limits {
 __attribute__((noreturn, cold)) void hk_fatal_op(const char *kind, const char *op, const void *p);
 /* Writes one "hakmem: <msg>" line to stderr without allocating. */
 void hk_log(const char *msg);
+/* A program may close its stderr and open a file that gets fd 2: what is
+ * written at exit checks that fd 2 is still the file it was at start-up
+ * (hk_stderr_note, called then). */
+void hk_stderr_note(void);
+bool hk_stderr_unchanged(void);
 /* A trace line built without malloc (cut at the end of the buffer): text
  * and numbers appended in turn, then written as hk_log does. */
 typedef struct { char b[224]; unsigned n; } hk_line_t;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +67,26 @@ void hk_log(const char *msg)
     n = put_str(buf, n, sizeof buf - 1, msg);
     buf[n++] = '\n';
     write_all(buf, n);
+}
+
+/* What fd 2 was at start-up (device and inode), to tell at exit whether it
+ * is still the program's stderr or a file that took its number. */
+static dev_t stderr_dev;
+static ino_t stderr_ino;
+static bool stderr_open;
+
+void hk_stderr_note(void)
+{
+    struct stat st;
+    stderr_open = fstat(2, &st) == 0;
+    stderr_dev = stderr_open ? st.st_dev : 0;
+    stderr_ino = stderr_open ? st.st_ino : 0;
+}
+
+bool hk_stderr_unchanged(void)
+{
+    struct stat st;
+    return stderr_open && fstat(2, &st) == 0 && st.st_dev == stderr_dev && st.st_ino == stderr_ino;
 }
 
 void hk_line_str(hk_line_t *l, const char *s)

@@ -244,6 +244,9 @@ static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
         if (hk_tls_medium_put(ch, p))
             return; /* held by this thread: nothing went back to Box 2 */
         hk_medium_free(ch, p);
+    } else if (HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p)) {
+        hk_guard_free(p); /* in the last 2 MiB of a large block's: the OS put it there */
+        return;
     } else
         hk_large_free(ch, p, "free");
     hk_purge_kick();
@@ -366,6 +369,8 @@ static size_t usable(void *p, const char *op)
         return small_check(pg, p, op);
     if (ch->kind == HK_CHUNK_REGION)
         return hk_medium_usable(ch, p, op);
+    if (HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p))
+        return hk_guard_usable(p, op);
     return hk_large_usable(ch, p, op);
 }
 
@@ -381,7 +386,8 @@ void *hak_realloc(void *p, size_t n)
     }
     size_t old = usable(p, "realloc");
     /* a guarded block always moves: its usable size is its request */
-    if (n <= old && n >= old / 2 && !(HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p))) {
+    bool guarded = HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p);
+    if (n <= old && n >= old / 2 && !guarded) {
         if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)))
             hk_prof_resized(p, n);
         return p;
@@ -394,9 +400,9 @@ void *hak_realloc(void *p, size_t n)
      * string or vector growing by appends moves every 25%, not at every
      * class boundary (12.5%): copies stay amortised O(1) per byte. */
     size_t want = n > old && n - old < old / 4 ? old + old / 4 : n;
-    if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX) {
+    if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX && !guarded) {
         hk_chunk_t *ch = hk_chunk_of(p);
-        if (ch && ch->kind == HK_CHUNK_LARGE) { /* NULL: a guarded block */
+        if (ch->kind == HK_CHUNK_LARGE) {
             void *q = hk_large_resize(ch, p, want);
             if (q || (want != n && (q = hk_large_resize(ch, p, n)))) {
                 /* Resized in place, the record follows; moved, a new sample. */

@@ -2,6 +2,7 @@
 #include "hakmem.h"
 #include "front_internal.h"
 #include "hak_backend.h"
+#include "hak_tls.h"
 
 #include <dlfcn.h>
 #include <link.h>
@@ -235,8 +236,10 @@ static void handler_and_stack(void)
             void *s = hk_os_reserve(ALT_BYTES, PAGE, true);
             if (s) {
                 ss = (stack_t){.ss_sp = s, .ss_size = ALT_BYTES, .ss_flags = 0};
-                if (sigaltstack(&ss, NULL) == 0)
+                if (sigaltstack(&ss, NULL) == 0) {
                     alt_stack = s;
+                    hk_tls_join(); /* its exit hook gives the stack back */
+                }
                 else
                     hk_os_release(s, ALT_BYTES);
             }
@@ -315,24 +318,27 @@ static gblock_t *alloc_big(size_t n, size_t align)
     size_t data = hk_align_up(n + pad, PAGE), len = data + 2 * PAGE;
     if (n > PTRDIFF_MAX / 2 || len < data)
         return NULL;
+    /* mapped first: an entry is never LIVE with a range not yet its own
+     * (the old one may be another block's by now) */
+    void *m = hk_os_reserve(len, PAGE, false);
+    if (!m)
+        return NULL;
     hk_lock(&lock);
     gblock_t *b = NULL;
     for (unsigned i = 0; i < BIG_MAX && !b; i++)
         if (big(i)->state == UNUSED)
             b = big(i);
-    if (b)
+    if (b) {
+        b->map = (uintptr_t)m;
+        b->map_len = len;
+        b->big = true;
         b->state = LIVE;
+    }
     hk_unlock(&lock);
-    if (!b)
-        return NULL;
-    void *m = hk_os_reserve(len, PAGE, false);
-    if (!m) {
-        __atomic_store_n(&b->state, UNUSED, __ATOMIC_RELEASE);
+    if (!b) {
+        hk_os_release(m, len);
         return NULL;
     }
-    b->map = (uintptr_t)m;
-    b->map_len = len;
-    b->big = true;
     place(b, (uintptr_t)m + PAGE, (uintptr_t)m + PAGE + data, n, align);
     return b;
 }
@@ -426,9 +432,11 @@ void hk_guard_free(void *p)
             }
             if (!old || (big_kept <= BIG_KEPT_BYTES && unused >= BIG_MAX / 4))
                 break;
+            /* unused before unmapped: a range the OS hands out again is
+             * never taken for a guarded block's */
+            __atomic_store_n(&old->state, UNUSED, __ATOMIC_RELEASE);
             hk_os_release((void *)old->map, old->map_len);
             big_kept -= old->map_len;
-            old->state = UNUSED;
         }
     }
     hk_unlock(&lock);

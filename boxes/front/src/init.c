@@ -63,6 +63,7 @@ void hk_init_slow(void)
         return;
     hk_tag_init(hk_random_word());
     /* Every HAKMEM_* setting is read here, once, and handed to its part. */
+    hk_stderr_note();
     hk_verbose = hk_env_uint("HAKMEM_VERBOSE", 0, 1);
     stats_at_exit = hk_env_uint("HAKMEM_STATS", 0, 1);
     hk_purge_thread_enabled = hk_env_uint("HAKMEM_PURGE_THREAD", 1, 1);
@@ -119,6 +120,6 @@ __attribute__((constructor)) static void hk_constructor(void) { hk_init(); }
  * frees still arrive after destructors. */
 __attribute__((destructor)) static void hk_destructor(void)
 {
-    if (stats_at_exit)
+    if (stats_at_exit && hk_stderr_unchanged())
         hak_stats_print(stderr);
 }

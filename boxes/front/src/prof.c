@@ -681,7 +681,8 @@ __attribute__((destructor)) static void prof_exit(void)
         if (dropped)
             hk_line_kv(&l, "; samples dropped (profiler memory full): ", dropped);
     }
-    hk_line_log(&l);
+    if (hk_stderr_unchanged()) /* not into a file that took a closed stderr's number */
+        hk_line_log(&l);
 }
 
 void hk_prof_stats(hk_prof_stats_t *st)

@@ -68,6 +68,10 @@ HK_INLINE bool hk_tls_push(size_t c, void *p)
 /* Slow paths (miss, overflow, first use, after thread exit). */
 void *hk_tls_refill(unsigned c);
 void hk_tls_overflow(unsigned c, void *p);
+/* Starts the calling thread's caches if it has none yet, so that its exit
+ * runs the exit hook: for a thread whose first allocations bypassed them
+ * (a guarded block) and that holds something to give back when it ends. */
+void hk_tls_join(void);
 /* Gives this thread's cached blocks back to Box 2 (malloc_trim, thread exit). */
 void hk_tls_drain(void);
 /* The blocks of class c on the calling thread's list. */

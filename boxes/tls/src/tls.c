@@ -73,6 +73,12 @@ void hk_tls_start(void)
         pthread_setspecific(exit_key, (void *)1);
 }
 
+void hk_tls_join(void)
+{
+    if (hk_tls.state == HK_TLS_NEW)
+        hk_tls_start();
+}
+
 /* ---- caps that follow the thread ------------------------------------------
  * A list that went from empty to full in one burst (a refill, then a flush
  * with the list at its cap, fewer than cap mallocs in between) serves

@@ -1,0 +1,165 @@
+/* A program that uses SIGSEGV on purpose (a page it unprotects in its own handler) keeps working with guarded sampling on, whether its handler came before hakmem's (faults not in guarded memory are passed on to it) or after (it replaces hakmem's); and with its handler first, a use after free of a guarded block is still reported and kills it by SIGSEGV; threads given an alternate signal stack for their guarded blocks take it with them. Run with HAKMEM_GUARD_SAMPLE=1. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test_alloc_names.h"
+
+#define FAIL(...) do { fprintf(stdout, "FAIL: " __VA_ARGS__); fputc('\n', stdout); exit(1); } while (0)
+
+static char *page;
+static volatile int handled;
+
+static void own_handler(int sig, siginfo_t *si, void *uc)
+{
+    (void)uc;
+    char *a = si->si_addr;
+    if (a >= page && a < page + 4096) {
+        mprotect(page, 4096, PROT_READ | PROT_WRITE);
+        handled++;
+        return;
+    }
+    signal(sig, SIG_DFL); /* not ours: die of it */
+}
+
+static void install_own(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = own_handler;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, NULL))
+        FAIL("sigaction");
+}
+
+/* Faults on purpose n times; each must reach own_handler. */
+static void use_faults(int n)
+{
+    handled = 0;
+    for (int i = 0; i < n; i++) {
+        mprotect(page, 4096, PROT_NONE);
+        ((volatile char *)page)[i % 4096] = (char)i;
+    }
+    if (handled != n)
+        FAIL("the program's own handler saw %d of %d faults", handled, n);
+}
+
+void *volatile sink;
+
+/* The address space mapped, in KiB (VmSize). */
+static long vm_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmSize:", 7))
+            kib = atol(line + 7);
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static void *guarded_thread(void *arg)
+{
+    (void)arg;
+    void *p = T_MALLOC(64); /* guarded: the thread gets an alternate signal stack */
+    sink = p;
+    T_FREE(p);
+    return NULL;
+}
+
+/* 300 threads, one after another, each with a guarded block: their
+ * alternate stacks must go with them (address space does not pile up). */
+static void threads_leave_no_stacks(void)
+{
+    pthread_t t0; /* the first thread maps a stack glibc then keeps for the next ones */
+    if (pthread_create(&t0, NULL, guarded_thread, NULL) || pthread_join(t0, NULL))
+        FAIL("pthread");
+    long before = vm_kib();
+    for (int i = 0; i < 300; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, guarded_thread, NULL) || pthread_join(t, NULL))
+            FAIL("pthread");
+    }
+    long after = vm_kib();
+    /* 300 stacks of 64 KiB left behind would be 19200 KiB */
+    if (after - before > 4096)
+        FAIL("300 threads with guarded blocks left %ld KiB more address space", after - before);
+    printf("300 threads with guarded blocks: address space %ld KiB before, %ld after\n", before, after);
+}
+
+int main(int argc, char **argv)
+{
+    struct sigaction cur;
+    sigaction(SIGSEGV, NULL, &cur);
+    if (cur.sa_handler != SIG_DFL)
+        FAIL("a SIGSEGV handler before main: this test expects none yet");
+    page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (page == MAP_FAILED)
+        FAIL("mmap");
+    if (argc == 2 && !strcmp(argv[1], "before")) {
+        /* the program's handler first, then the first guarded allocation */
+        install_own();
+        char *p = T_MALLOC(100);
+        sigaction(SIGSEGV, NULL, &cur);
+        if (cur.sa_sigaction == own_handler)
+            FAIL("no guarded allocation: run with HAKMEM_GUARD_SAMPLE=1");
+        use_faults(100);
+        T_FREE(p);
+        ((volatile char *)p)[0] = 'x'; /* a use after free: hakmem reports, then the default action */
+        FAIL("the use after free went unseen");
+    }
+    if (argc == 2 && !strcmp(argv[1], "after")) {
+        sink = T_MALLOC(100); /* hakmem's handler goes in */
+        install_own();        /* and the program's replaces it */
+        use_faults(100);
+        printf("survived\n");
+        return 0;
+    }
+    threads_leave_no_stacks();
+    /* The driver: each order in a child, stderr read back. */
+    const char *orders[] = {"before", "after"};
+    for (int k = 0; k < 2; k++) {
+        int fds[2];
+        if (pipe(fds))
+            FAIL("pipe");
+        pid_t pid = fork();
+        if (pid == 0) {
+            setrlimit(RLIMIT_CORE, &(struct rlimit){0, 0});
+            dup2(fds[1], 2);
+            dup2(fds[1], 1);
+            close(fds[0]);
+            execl("/proc/self/exe", argv[0], orders[k], (char *)NULL);
+            _exit(127);
+        }
+        close(fds[1]);
+        char buf[16384] = {0};
+        size_t n = 0;
+        ssize_t r;
+        while (n < sizeof buf - 1 && (r = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0)
+            n += (size_t)r;
+        close(fds[0]);
+        int status;
+        waitpid(pid, &status, 0);
+        if (k == 0) {
+            if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGSEGV || !strstr(buf, "guarded block: use after free"))
+                FAIL("handler first: expected the report and SIGSEGV, got status %#x and:\n%s", status, buf);
+            printf("handler before hakmem's: its 100 faults handled, then the use after free reported, SIGSEGV\n");
+        } else {
+            if (!WIFEXITED(status) || WEXITSTATUS(status) || !strstr(buf, "survived"))
+                FAIL("handler after: status %#x:\n%s", status, buf);
+            printf("handler after hakmem's: it replaced hakmem's, its 100 faults handled\n");
+        }
+    }
+    return 0;
+}
