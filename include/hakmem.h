@@ -47,7 +47,7 @@ HAK_API int hak_malloc_trim(size_t pad);
  * call:  struct hak_stats st = {.version = HAK_STATS_VERSION};
  * Later versions only append fields. Figures read while other threads
  * allocate are each a moment's value; they are exact once threads are quiet. */
-#define HAK_STATS_VERSION 2
+#define HAK_STATS_VERSION 3
 #define HAK_STATS_MAX_CLASSES 128
 
 enum hak_stats_kind { HAK_STATS_SMALL = 1, HAK_STATS_MEDIUM = 2, HAK_STATS_LARGE = 3 };
@@ -84,6 +84,12 @@ struct hak_stats {
     uint64_t prof_mapped;   /* bytes of its own tables (in `mapped` too) */
     uint64_t prof_live;     /* sampled blocks live now */
     uint64_t prof_dropped;  /* samples not recorded: its tables were full */
+    /* version 3: guarded sampling (docs/guarding.md; all 0 when it is off) */
+    uint64_t guard_mapped;  /* address space of its pool, its big blocks' mappings (live and
+                               kept inaccessible after free) and its records (in `mapped` too) */
+    uint64_t guard_live;    /* guarded blocks live now */
+    uint64_t guard_allocs;  /* allocations guarded since start */
+    uint64_t guard_skipped; /* allocations due a guard that got none: every slot in use */
 };
 
 /* Fills *st; returns 0, or -1 with errno EINVAL if st->version is unknown.

@@ -1,6 +1,7 @@
 /* A program that uses SIGSEGV on purpose (a page it unprotects in its own handler) keeps working with guarded sampling on, whether its handler came before hakmem's (faults not in guarded memory are passed on to it) or after (it replaces hakmem's); and with its handler first, a use after free of a guarded block is still reported and kills it by SIGSEGV; threads given an alternate signal stack for their guarded blocks take it with them. Run with HAKMEM_GUARD_SAMPLE=1. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -55,15 +56,16 @@ static void use_faults(int n)
 
 void *volatile sink;
 
-/* The address space mapped, in KiB (VmSize). */
-static long vm_kib(void)
+/* A line of /proc/self/status in KiB ("VmSize:", "VmRSS:"), or -1. */
+static long status_kib(const char *field)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     long kib = -1;
+    size_t n = strlen(field);
     while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmSize:", 7))
-            kib = atol(line + 7);
+        if (!strncmp(line, field, n))
+            kib = atol(line + n);
     if (f)
         fclose(f);
     return kib;
@@ -85,17 +87,89 @@ static void threads_leave_no_stacks(void)
     pthread_t t0; /* the first thread maps a stack glibc then keeps for the next ones */
     if (pthread_create(&t0, NULL, guarded_thread, NULL) || pthread_join(t0, NULL))
         FAIL("pthread");
-    long before = vm_kib();
+    long before = status_kib("VmSize:");
     for (int i = 0; i < 300; i++) {
         pthread_t t;
         if (pthread_create(&t, NULL, guarded_thread, NULL) || pthread_join(t, NULL))
             FAIL("pthread");
     }
-    long after = vm_kib();
+    long after = status_kib("VmSize:");
     /* 300 stacks of 64 KiB left behind would be 19200 KiB */
     if (after - before > 4096)
         FAIL("300 threads with guarded blocks left %ld KiB more address space", after - before);
     printf("300 threads with guarded blocks: address space %ld KiB before, %ld after\n", before, after);
+}
+
+/* A guarded block's usable size is its request; realloc moves it (shrunk
+ * or grown) keeping its bytes; aligned requests are aligned and exact. */
+static void api_on_guarded_blocks(void)
+{
+    char *p = T_MALLOC(13);
+    if (hak_malloc_usable_size(p) != 13)
+        FAIL("usable size of a guarded 13-byte block: %zu", hak_malloc_usable_size(p));
+    memcpy(p, "guarded bytes", 13);
+    char *q = T_REALLOC(p, 7);
+    if (q == p || memcmp(q, "guarded", 7) || hak_malloc_usable_size(q) != 7)
+        FAIL("realloc shrinking a guarded block: %p -> %p", (void *)p, (void *)q);
+    char *r = T_REALLOC(q, 5000);
+    if (r == q || memcmp(r, "guarded", 7) || hak_malloc_usable_size(r) != 5000)
+        FAIL("realloc growing a guarded block: %p -> %p", (void *)q, (void *)r);
+    T_FREE(r);
+    static const size_t aligns[] = {32, 64, 4096, 65536};
+    for (unsigned i = 0; i < sizeof aligns / sizeof aligns[0]; i++) {
+        void *a = NULL;
+        if (hak_posix_memalign(&a, aligns[i], 100) || ((uintptr_t)a & (aligns[i] - 1)) ||
+            hak_malloc_usable_size(a) != 100)
+            FAIL("posix_memalign(%zu, 100): %p, usable %zu", aligns[i], a, a ? hak_malloc_usable_size(a) : 0);
+        memset(a, 1, 100);
+        hak_free(a);
+    }
+    char *z = T_MALLOC(0);
+    if (!z || hak_malloc_usable_size(z) != 0)
+        FAIL("malloc(0) guarded: %p", (void *)z);
+    T_FREE(z);
+    printf("guarded blocks: usable size exact, realloc moves them with their bytes, aligned requests aligned\n");
+}
+
+/* hak_stats counts guarded blocks, the ones the full pool could not take,
+ * and the pool's address space; RSS stays within the pool's size however
+ * many guarded blocks come and go. */
+static void stats_count_guarded(void)
+{
+    enum { N = 100 };
+    static void *p[N];
+    struct hak_stats a = {.version = HAK_STATS_VERSION}, b = a, c = a;
+    long rss0 = status_kib("VmRSS:");
+    if (hak_stats_get(&a))
+        FAIL("hak_stats_get");
+    for (int i = 0; i < N; i++)
+        p[i] = T_MALLOC(64);
+    if (hak_stats_get(&b))
+        FAIL("hak_stats_get");
+    /* the pool's 56 slots take some (the rest of them already hold blocks), the others are not guarded */
+    if (b.guard_allocs - a.guard_allocs < 30 || b.guard_skipped - a.guard_skipped < 44 ||
+        b.guard_live - a.guard_live != b.guard_allocs - a.guard_allocs ||
+        b.guard_allocs - a.guard_allocs + b.guard_skipped - a.guard_skipped != N)
+        FAIL("100 mallocs: %llu guarded, %llu live more, %llu skipped", (unsigned long long)(b.guard_allocs - a.guard_allocs),
+             (unsigned long long)(b.guard_live - a.guard_live), (unsigned long long)(b.guard_skipped - a.guard_skipped));
+    if (b.guard_mapped < 56 * 36 * 1024 || b.mapped < b.guard_mapped)
+        FAIL("guard_mapped %llu, mapped %llu", (unsigned long long)b.guard_mapped, (unsigned long long)b.mapped);
+    for (int i = 0; i < N; i++)
+        T_FREE(p[i]);
+    for (int r = 0; r < 200; r++) /* slots used over and over, up to 32 KiB each */
+        for (int i = 0; i < N; i++)
+            T_FREE(T_MALLOC((size_t)(i * 331 % 32768)));
+    if (hak_stats_get(&c))
+        FAIL("hak_stats_get");
+    long rss1 = status_kib("VmRSS:");
+    if (c.guard_live != a.guard_live)
+        FAIL("guard_live %llu after all were freed, %llu before", (unsigned long long)c.guard_live,
+             (unsigned long long)a.guard_live);
+    if (rss1 - rss0 > 2600)
+        FAIL("RSS grew %ld KiB with the pool at 56 slots of 32 KiB", rss1 - rss0);
+    printf("hak_stats: %llu guarded, %llu skipped (pool full), %.1f MiB mapped; RSS +%ld KiB after 20,100 guarded mallocs\n",
+           (unsigned long long)(b.guard_allocs - a.guard_allocs), (unsigned long long)(b.guard_skipped - a.guard_skipped),
+           b.guard_mapped / 1048576.0, rss1 - rss0);
 }
 
 int main(int argc, char **argv)
@@ -127,6 +201,8 @@ int main(int argc, char **argv)
         return 0;
     }
     threads_leave_no_stacks();
+    api_on_guarded_blocks();
+    stats_count_guarded();
     /* The driver: each order in a child, stderr read back. */
     const char *orders[] = {"before", "after"};
     for (int k = 0; k < 2; k++) {

@@ -244,7 +244,7 @@ static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
         if (hk_tls_medium_put(ch, p))
             return; /* held by this thread: nothing went back to Box 2 */
         hk_medium_free(ch, p);
-    } else if (HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p)) {
+    } else if (HK_UNLIKELY(hk_guard_on) && !hk_large_is_start(ch, p) && hk_guard_owns(p)) {
         hk_guard_free(p); /* in the last 2 MiB of a large block's: the OS put it there */
         return;
     } else
@@ -356,6 +356,14 @@ HK_HOT_ENTRY void hak_free(void *p)
     free_small(hk_slabmap_face(p), c, p);
 }
 
+/* A guarded block is in no map, or in the last 2 MiB chunk of a large
+ * block's mapping without being that block; never in a slab region. */
+static bool maybe_guarded(void *p)
+{
+    hk_chunk_t *ch = hk_chunk_of(p);
+    return (!ch || (ch->kind != HK_CHUNK_REGION && !hk_large_is_start(ch, p))) && hk_guard_owns(p);
+}
+
 static size_t usable(void *p, const char *op)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
@@ -369,7 +377,7 @@ static size_t usable(void *p, const char *op)
         return small_check(pg, p, op);
     if (ch->kind == HK_CHUNK_REGION)
         return hk_medium_usable(ch, p, op);
-    if (HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p))
+    if (HK_UNLIKELY(hk_guard_on) && !hk_large_is_start(ch, p) && hk_guard_owns(p))
         return hk_guard_usable(p, op);
     return hk_large_usable(ch, p, op);
 }
@@ -386,7 +394,7 @@ void *hak_realloc(void *p, size_t n)
     }
     size_t old = usable(p, "realloc");
     /* a guarded block always moves: its usable size is its request */
-    bool guarded = HK_UNLIKELY(hk_guard_on) && hk_guard_owns(p);
+    bool guarded = HK_UNLIKELY(hk_guard_on) && maybe_guarded(p);
     if (n <= old && n >= old / 2 && !guarded) {
         if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)))
             hk_prof_resized(p, n);

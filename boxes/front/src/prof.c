@@ -103,6 +103,10 @@ static __thread int64_t armed __attribute__((tls_model("initial-exec")));
  * thread's mean allocation size), which turns "one allocation in N" into
  * bytes. */
 static __thread float size_inv __attribute__((tls_model("initial-exec")));
+static __thread uint32_t stops __attribute__((tls_model("initial-exec")));
+/* The same over all threads (written racily: an estimate), where a new
+ * thread's starts. */
+static float process_size_inv = 1.0f / 64;
 
 /* Bytes to the next guarded allocation; -1: the next one, whatever its size. */
 static int64_t guard_draw(void)
@@ -122,10 +126,11 @@ unsigned hk_sample_next(size_t n)
         return 0;
     }
     int64_t consumed;
-    if (!rng) { /* the thread's first allocation: its countdowns start here */
+    bool first = !rng;
+    if (first) { /* the thread's first allocation: its countdowns start here */
         uint64_t k = __atomic_add_fetch(&threads_seen, 1, __ATOMIC_RELAXED);
         rng = ((seeded ? seed : hk_random_word() ^ (uintptr_t)&rng) + k * 0xd1342543de82ef95ull) | 1;
-        size_inv = 1.0f / 64;
+        __atomic_load(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
         prof_left = hk_prof_on ? draw() : INT64_MAX / 2;
         guard_left = guard_every ? guard_draw() : INT64_MAX / 2;
         consumed = (int64_t)n;
@@ -142,7 +147,14 @@ unsigned hk_sample_next(size_t n)
         prof_left = draw(); /* from the end of this block: memoryless */
     }
     if (guard_every) {
-        size_inv += (1.0f / (float)(n ? n : 1) - size_inv) * (1.0f / 16);
+        /* The mean of the first 16 stops, then a moving one; a thread's
+         * first allocation is not a stop (not picked by its size). */
+        if (first)
+            goto guard_due;
+        stops += stops < 16;
+        size_inv += (1.0f / (float)(n ? n : 1) - size_inv) / (float)stops;
+        __atomic_store(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
+    guard_due:
         if (guard_left < 0) {
             if (!busy)
                 take |= HK_SAMPLE_GUARD;

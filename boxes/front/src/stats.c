@@ -88,8 +88,10 @@ static void split_out(struct hak_stats *st, struct hak_stats_class *r, uint64_t 
 int hak_stats_get(struct hak_stats *st)
 {
     /* Each version appends fields: a caller's struct ends where its version's does. */
-    size_t size = st->version == 1 ? offsetof(struct hak_stats, prof_mapped)
-                  : st->version == HAK_STATS_VERSION ? sizeof *st : 0;
+    size_t size = st->version == 1   ? offsetof(struct hak_stats, prof_mapped)
+                  : st->version == 2 ? offsetof(struct hak_stats, guard_mapped)
+                  : st->version == 3 ? sizeof *st
+                                     : 0;
     if (!size) {
         errno = EINVAL;
         return -1;
@@ -134,11 +136,19 @@ int hak_stats_get(struct hak_stats *st)
     hk_region_stats(&rst); /* the classes were walked above */
     hk_prof_stats_t pst;
     hk_prof_stats(&pst);
-    st->mapped = rst.region_bytes + lst.live_bytes + lst.cached_bytes + pst.mapped;
+    hk_guard_stats_t gst;
+    hk_guard_stats(&gst);
+    st->mapped = rst.region_bytes + lst.live_bytes + lst.cached_bytes + pst.mapped + gst.mapped;
     if (st->version >= 2) {
         st->prof_mapped = pst.mapped;
         st->prof_live = pst.live;
         st->prof_dropped = pst.dropped;
+    }
+    if (st->version >= 3) {
+        st->guard_mapped = gst.mapped;
+        st->guard_live = gst.live;
+        st->guard_allocs = gst.allocs;
+        st->guard_skipped = gst.skipped;
     }
     st->returned = __atomic_load_n(&hk_bytes_returned, __ATOMIC_RELAXED);
     strncpy(st->backend, hk_os_mode(), sizeof st->backend - 1);
@@ -185,6 +195,11 @@ void hak_stats_print(FILE *out)
     if (hk_prof_on)
         fprintf(out, "  heap profiler: %llu sampled blocks live, tables %.1f MiB, %llu samples dropped\n",
                 (unsigned long long)st.prof_live, mib(st.prof_mapped), (unsigned long long)st.prof_dropped);
+    if (hk_guard_on)
+        fprintf(out, "  guarded sampling: %llu blocks live, %llu guarded since start, %llu not (every slot in use), "
+                     "%.1f MiB mapped\n",
+                (unsigned long long)st.guard_live, (unsigned long long)st.guard_allocs,
+                (unsigned long long)st.guard_skipped, mib(st.guard_mapped));
     fflush(out);
     hk_unlock(&print_lock);
 }
