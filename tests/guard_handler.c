@@ -1,4 +1,4 @@
-/* A program that uses SIGSEGV on purpose (a page it unprotects in its own handler) keeps working with guarded sampling on, whether its handler came before hakmem's (faults not in guarded memory are passed on to it) or after (it replaces hakmem's); and with its handler first, a use after free of a guarded block is still reported and kills it by SIGSEGV; threads given an alternate signal stack for their guarded blocks take it with them. Run with HAKMEM_GUARD_SAMPLE=1. */
+/* A program that uses SIGSEGV on purpose (a page it unprotects in its own handler) keeps working with guarded sampling on, whether its handler came before hakmem's (faults not in guarded memory are passed on to it) or after (it replaces hakmem's); and with its handler first, a use after free of a guarded block is still reported and kills it by SIGSEGV; threads given an alternate signal stack for their guarded blocks take it with them. Run with HAKMEM_GUARD_SAMPLE=1; `guard_handler rate` with HAKMEM_GUARD_SAMPLE=100 checks that about one allocation in 100 is guarded. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -192,6 +192,27 @@ int main(int argc, char **argv)
         T_FREE(p);
         ((volatile char *)p)[0] = 'x'; /* a use after free: hakmem reports, then the default action */
         FAIL("the use after free went unseen");
+    }
+    if (argc == 2 && !strcmp(argv[1], "rate")) {
+        /* HAKMEM_GUARD_SAMPLE=100: about one allocation in 100 is guarded,
+         * whatever the sizes (here 8 B to 1 KiB and one in 50 of 100 KiB) */
+        enum { ALLOCS = 200000 };
+        struct hak_stats a = {.version = HAK_STATS_VERSION}, b = a;
+        hak_stats_get(&a);
+        uint64_t r = 88172645463325252ull;
+        for (int i = 0; i < ALLOCS; i++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            size_t n = r % 50 == 0 ? 100000 : 8 + r % 1017;
+            void *p = T_MALLOC(n);
+            sink = p;
+            T_FREE(p);
+        }
+        hak_stats_get(&b);
+        uint64_t due = b.guard_allocs - a.guard_allocs + b.guard_skipped - a.guard_skipped;
+        if (due < ALLOCS / 100 * 3 / 4 || due > ALLOCS / 100 * 5 / 4)
+            FAIL("%llu of %d allocations guarded at one in 100", (unsigned long long)due, ALLOCS);
+        printf("%llu of %d allocations guarded at one in 100\n", (unsigned long long)due, ALLOCS);
+        return 0;
     }
     if (argc == 2 && !strcmp(argv[1], "after")) {
         sink = T_MALLOC(100); /* hakmem's handler goes in */

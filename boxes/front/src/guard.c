@@ -297,13 +297,12 @@ void hk_guard_thread_exit(void)
 /* Places n bytes aligned to align so that they end as close to hi as the
  * alignment allows; the block's pages become accessible, the bytes around
  * it in them canaries. */
-static void place(gblock_t *b, uintptr_t lo, uintptr_t hi, size_t n, size_t align)
+static void place(gblock_t *b, uintptr_t hi, size_t n, size_t align)
 {
     uintptr_t start = (hi - n) & ~(uintptr_t)(align - 1);
     uintptr_t first = start & ~(uintptr_t)(PAGE - 1);
     if (first < hi)
         hk_os_protect((void *)first, hi - first, true, false);
-    (void)lo;
     canary_fill(first, start);
     canary_fill(start + n, hi);
     b->start = start;
@@ -319,7 +318,7 @@ static gblock_t *alloc_slot(size_t n, size_t align)
     hk_lock(&lock);
     if (!ring_len) {
         hk_unlock(&lock);
-        return NULL; /* all in use: a big mapping, or not guarded */
+        return NULL; /* all in use: not guarded */
     }
     unsigned i = ring[ring_head];
     ring_head = (ring_head + 1) % nslots;
@@ -327,7 +326,7 @@ static gblock_t *alloc_slot(size_t n, size_t align)
     gblock_t *b = slot(i);
     b->state = LIVE;
     hk_unlock(&lock);
-    place(b, slot_lo(i), slot_lo(i) + SLOT_BYTES, n, align);
+    place(b, slot_lo(i) + SLOT_BYTES, n, align);
     return b;
 }
 
@@ -359,7 +358,7 @@ static gblock_t *alloc_big(size_t n, size_t align)
         hk_os_release(m, len);
         return NULL;
     }
-    place(b, (uintptr_t)m + PAGE, (uintptr_t)m + PAGE + data, n, align);
+    place(b, (uintptr_t)m + PAGE + data, n, align);
     return b;
 }
 

@@ -149,12 +149,11 @@ unsigned hk_sample_next(size_t n)
     if (guard_every) {
         /* The mean of the first 16 stops, then a moving one; a thread's
          * first allocation is not a stop (not picked by its size). */
-        if (first)
-            goto guard_due;
-        stops += stops < 16;
-        size_inv += (1.0f / (float)(n ? n : 1) - size_inv) / (float)stops;
-        __atomic_store(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
-    guard_due:
+        if (!first) {
+            stops += stops < 16;
+            size_inv += (1.0f / (float)(n ? n : 1) - size_inv) / (float)stops;
+            __atomic_store(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
+        }
         if (guard_left < 0) {
             if (!busy)
                 take |= HK_SAMPLE_GUARD;
