@@ -1,6 +1,7 @@
 /* A program that uses SIGSEGV on purpose (a page it unprotects in its own handler) keeps working with guarded sampling on, whether its handler came before hakmem's (faults not in guarded memory are passed on to it) or after (it replaces hakmem's); and with its handler first, a use after free of a guarded block is still reported and kills it by SIGSEGV; threads given an alternate signal stack for their guarded blocks take it with them. Run with HAKMEM_GUARD_SAMPLE=1; `guard_handler rate` with HAKMEM_GUARD_SAMPLE=100 checks that about one allocation in 100 is guarded. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
 #include <signal.h>
@@ -174,10 +175,12 @@ static void stats_count_guarded(void)
 
 int main(int argc, char **argv)
 {
+    /* A handler before main (a sanitizer's runtime, or hakmem's after a
+     * guarded allocation made before main) leaves no "program's handler
+     * first" order to test. */
     struct sigaction cur;
     sigaction(SIGSEGV, NULL, &cur);
-    if (cur.sa_handler != SIG_DFL)
-        FAIL("a SIGSEGV handler before main: this test expects none yet");
+    bool handler_before_main = cur.sa_handler != SIG_DFL;
     page = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (page == MAP_FAILED)
         FAIL("mmap");
@@ -209,7 +212,7 @@ int main(int argc, char **argv)
         }
         hak_stats_get(&b);
         uint64_t due = b.guard_allocs - a.guard_allocs + b.guard_skipped - a.guard_skipped;
-        if (due < ALLOCS / 100 * 3 / 4 || due > ALLOCS / 100 * 5 / 4)
+        if (due < ALLOCS / 100 * 85 / 100 || due > ALLOCS / 100 * 115 / 100) /* Poisson: sd 2.2% */
             FAIL("%llu of %d allocations guarded at one in 100", (unsigned long long)due, ALLOCS);
         printf("%llu of %d allocations guarded at one in 100\n", (unsigned long long)due, ALLOCS);
         return 0;
@@ -227,6 +230,11 @@ int main(int argc, char **argv)
     /* The driver: each order in a child, stderr read back. */
     const char *orders[] = {"before", "after"};
     for (int k = 0; k < 2; k++) {
+        if (k == 0 && handler_before_main) {
+            printf("note: handler before hakmem's not tested in this build: a SIGSEGV handler is installed "
+                   "before main (a sanitizer's runtime, or a guarded allocation before main)\n");
+            continue;
+        }
         int fds[2];
         if (pipe(fds))
             FAIL("pipe");

@@ -98,22 +98,49 @@ static unsigned guard_every; /* HAKMEM_GUARD_SAMPLE: about one allocation in N, 
 static __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 static __thread int64_t guard_left __attribute__((tls_model("initial-exec")));
 static __thread int64_t armed __attribute__((tls_model("initial-exec")));
-/* The mean of 1/size over the allocations the countdown stopped at: those
- * are picked in proportion to their size, so this estimates 1 / (the
- * thread's mean allocation size), which turns "one allocation in N" into
- * bytes. */
-static __thread float size_inv __attribute__((tls_model("initial-exec")));
-static __thread uint32_t stops __attribute__((tls_model("initial-exec")));
-/* The same over all threads (written racily: an estimate), where a new
- * thread's starts. */
-static float process_size_inv = 1.0f / 64;
 
-/* Bytes to the next guarded allocation; -1: the next one, whatever its size. */
+/* Guarded sampling's points are a Poisson process over the bytes with mean
+ * GUARD_UNIT x N: a block of n bytes holds one with probability
+ * q = 1 - e^(-n / (GUARD_UNIT N)), and is then guarded with probability
+ * 1 / (N q), so that every allocation of GUARD_UNIT bytes or more is
+ * guarded with probability 1/N exactly, whatever its size (smaller ones
+ * slightly less often). */
+#define GUARD_UNIT 8
+
 static int64_t guard_draw(void)
 {
     if (guard_every <= 1)
-        return -1;
-    return draw_scaled(0.6931471805599453 * (double)guard_every / (double)size_inv);
+        return -1; /* the next allocation, whatever its size */
+    return draw_scaled(0.6931471805599453 * GUARD_UNIT * (double)guard_every);
+}
+
+/* 1 - e^(-x) for x >= 0, without libm: e^(-x) = (e^(-x / 2^k))^(2^k). */
+static double one_minus_exp_neg(double x)
+{
+    if (x > 40)
+        return 1;
+    unsigned k = 0;
+    while (x > 0.5) {
+        x /= 2;
+        k++;
+    }
+    double e = 1, term = 1;
+    for (unsigned i = 1; i < 10; i++) {
+        term *= -x / i;
+        e += term;
+    }
+    while (k--)
+        e *= e;
+    return 1 - e;
+}
+
+/* A block of n bytes holding a guard point: guarded with probability 1 / (N q). */
+static bool guard_take(size_t n)
+{
+    if (guard_every <= 1)
+        return true;
+    double p = 1 / ((double)guard_every * one_minus_exp_neg((double)n / (GUARD_UNIT * (double)guard_every)));
+    return p >= 1 || (double)(next_random() >> 11) * 0x1p-53 < p;
 }
 
 unsigned hk_sample_next(size_t n)
@@ -126,11 +153,9 @@ unsigned hk_sample_next(size_t n)
         return 0;
     }
     int64_t consumed;
-    bool first = !rng;
-    if (first) { /* the thread's first allocation: its countdowns start here */
+    if (!rng) { /* the thread's first allocation: its countdowns start here */
         uint64_t k = __atomic_add_fetch(&threads_seen, 1, __ATOMIC_RELAXED);
         rng = ((seeded ? seed : hk_random_word() ^ (uintptr_t)&rng) + k * 0xd1342543de82ef95ull) | 1;
-        __atomic_load(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
         prof_left = hk_prof_on ? draw() : INT64_MAX / 2;
         guard_left = guard_every ? guard_draw() : INT64_MAX / 2;
         consumed = (int64_t)n;
@@ -146,19 +171,10 @@ unsigned hk_sample_next(size_t n)
             take |= HK_SAMPLE_PROF;
         prof_left = draw(); /* from the end of this block: memoryless */
     }
-    if (guard_every) {
-        /* The mean of the first 16 stops, then a moving one; a thread's
-         * first allocation is not a stop (not picked by its size). */
-        if (!first) {
-            stops += stops < 16;
-            size_inv += (1.0f / (float)(n ? n : 1) - size_inv) / (float)stops;
-            __atomic_store(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
-        }
-        if (guard_left < 0) {
-            if (!busy)
-                take |= HK_SAMPLE_GUARD;
-            guard_left = guard_draw();
-        }
+    if (guard_every && guard_left < 0) {
+        if (!busy && guard_take(n))
+            take |= HK_SAMPLE_GUARD;
+        guard_left = guard_draw();
     }
     armed = prof_left < guard_left ? prof_left : guard_left;
     hk_tls.sample_left = (uint64_t)armed;
