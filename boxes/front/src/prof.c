@@ -99,48 +99,23 @@ static __thread int64_t prof_left __attribute__((tls_model("initial-exec")));
 static __thread int64_t guard_left __attribute__((tls_model("initial-exec")));
 static __thread int64_t armed __attribute__((tls_model("initial-exec")));
 
-/* Guarded sampling's points are a Poisson process over the bytes with mean
- * GUARD_UNIT x N: a block of n bytes holds one with probability
- * q = 1 - e^(-n / (GUARD_UNIT N)), and is then guarded with probability
- * 1 / (N q), so that every allocation of GUARD_UNIT bytes or more is
- * guarded with probability 1/N exactly, whatever its size (smaller ones
- * slightly less often). */
-#define GUARD_UNIT 8
+/* "One allocation in N" from a countdown of bytes: the guard's points are
+ * N x (the thread's mean allocation size) bytes apart on average. The mean
+ * is estimated at the countdown's stops, which pick allocations in
+ * proportion to their size, so the mean of 1/size over them estimates
+ * 1 / (the mean size). A long average (all stops, then the last ~1024):
+ * 1/size varies wildly (8 B to MiB), and a short one guarded 25% too few
+ * (an interval is N / the estimate, and the mean of an inverse is larger
+ * than the inverse of the mean). A new thread starts from the process's. */
+static __thread float size_inv __attribute__((tls_model("initial-exec")));
+static __thread uint32_t stops __attribute__((tls_model("initial-exec")));
+static float process_size_inv = 1.0f / 64;
 
 static int64_t guard_draw(void)
 {
     if (guard_every <= 1)
         return -1; /* the next allocation, whatever its size */
-    return draw_scaled(0.6931471805599453 * GUARD_UNIT * (double)guard_every);
-}
-
-/* 1 - e^(-x) for x >= 0, without libm: e^(-x) = (e^(-x / 2^k))^(2^k). */
-static double one_minus_exp_neg(double x)
-{
-    if (x > 40)
-        return 1;
-    unsigned k = 0;
-    while (x > 0.5) {
-        x /= 2;
-        k++;
-    }
-    double e = 1, term = 1;
-    for (unsigned i = 1; i < 10; i++) {
-        term *= -x / i;
-        e += term;
-    }
-    while (k--)
-        e *= e;
-    return 1 - e;
-}
-
-/* A block of n bytes holding a guard point: guarded with probability 1 / (N q). */
-static bool guard_take(size_t n)
-{
-    if (guard_every <= 1)
-        return true;
-    double p = 1 / ((double)guard_every * one_minus_exp_neg((double)n / (GUARD_UNIT * (double)guard_every)));
-    return p >= 1 || (double)(next_random() >> 11) * 0x1p-53 < p;
+    return draw_scaled(0.6931471805599453 * (double)guard_every / (double)size_inv);
 }
 
 unsigned hk_sample_next(size_t n)
@@ -153,9 +128,11 @@ unsigned hk_sample_next(size_t n)
         return 0;
     }
     int64_t consumed;
-    if (!rng) { /* the thread's first allocation: its countdowns start here */
+    bool first = !rng;
+    if (first) { /* the thread's first allocation: its countdowns start here */
         uint64_t k = __atomic_add_fetch(&threads_seen, 1, __ATOMIC_RELAXED);
         rng = ((seeded ? seed : hk_random_word() ^ (uintptr_t)&rng) + k * 0xd1342543de82ef95ull) | 1;
+        __atomic_load(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
         prof_left = hk_prof_on ? draw() : INT64_MAX / 2;
         guard_left = guard_every ? guard_draw() : INT64_MAX / 2;
         consumed = (int64_t)n;
@@ -171,10 +148,18 @@ unsigned hk_sample_next(size_t n)
             take |= HK_SAMPLE_PROF;
         prof_left = draw(); /* from the end of this block: memoryless */
     }
-    if (guard_every && guard_left < 0) {
-        if (!busy && guard_take(n))
-            take |= HK_SAMPLE_GUARD;
-        guard_left = guard_draw();
+    if (guard_every) {
+        /* a thread's first allocation is not a stop: not picked by its size */
+        if (!first) {
+            stops += stops < 1024;
+            size_inv += (1.0f / (float)(n ? n : 1) - size_inv) / (float)stops;
+            __atomic_store(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
+        }
+        if (guard_left < 0) {
+            if (!busy)
+                take |= HK_SAMPLE_GUARD;
+            guard_left = guard_draw();
+        }
     }
     armed = prof_left < guard_left ? prof_left : guard_left;
     hk_tls.sample_left = (uint64_t)armed;
