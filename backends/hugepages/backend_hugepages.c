@@ -388,13 +388,10 @@ const char *hk_os_mode(void)
 void hk_os_fork(int phase)
 {
     if (phase == HK_FORK_PREPARE) {
-        hk_lock(&probe_lock);
-        hk_lock(&mode_lock);
-    } else if (phase == HK_FORK_PARENT) {
-        hk_unlock(&mode_lock);
-        hk_unlock(&probe_lock);
+        hk_lock_fork(&probe_lock, phase);
+        hk_lock_fork(&mode_lock, phase);
     } else {
-        hk_lock_reset(&mode_lock);
-        hk_lock_reset(&probe_lock);
+        hk_lock_fork(&mode_lock, phase);
+        hk_lock_fork(&probe_lock, phase);
     }
 }

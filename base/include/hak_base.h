@@ -66,6 +66,18 @@ HK_INLINE void hk_lock_reset(hk_lock_t *l) { l->v = 0; }
  * in the child, where only the forking thread lives on. */
 enum { HK_FORK_PREPARE = 0, HK_FORK_PARENT = 1, HK_FORK_CHILD = 2 };
 
+/* One lock's part in it: taken before the fork, released after it in the
+ * parent, reset in the child (whoever held it there is gone). */
+HK_INLINE void hk_lock_fork(hk_lock_t *l, int phase)
+{
+    if (phase == HK_FORK_PREPARE)
+        hk_lock(l);
+    else if (phase == HK_FORK_PARENT)
+        hk_unlock(l);
+    else
+        hk_lock_reset(l);
+}
+
 /* The link in word 0 of a free block. With -Dhardened=true it is stored
  * xor-ed with a per-process key and the block's own address, so a stray
  * write or a leaked link does not give a usable pointer (docs/design.md). */

@@ -504,12 +504,7 @@ unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **o
 
 void hk_stack_fork(int phase)
 {
-    if (phase == HK_FORK_PREPARE)
-        hk_lock(&cache_lock);
-    else if (phase == HK_FORK_PARENT)
-        hk_unlock(&cache_lock);
-    else
-        hk_lock_reset(&cache_lock);
+    hk_lock_fork(&cache_lock, phase);
 }
 
 #else /* no _dl_find_object, or not x86-64 */

@@ -508,10 +508,5 @@ void hk_guard_stats(hk_guard_stats_t *st)
 
 void hk_guard_fork(int phase)
 {
-    if (phase == HK_FORK_PREPARE)
-        hk_lock(&lock);
-    else if (phase == HK_FORK_PARENT)
-        hk_unlock(&lock);
-    else
-        hk_lock_reset(&lock); /* the child keeps the slots and their records: its blocks are live there */
+    hk_lock_fork(&lock, phase); /* the child keeps the slots and their records: its blocks are live there */
 }

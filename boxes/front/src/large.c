@@ -279,12 +279,7 @@ void hk_large_stats(hk_large_stats_t *st)
 
 void hk_large_fork(int phase)
 {
-    if (phase == HK_FORK_PREPARE)
-        hk_lock(&large_lock);
-    else if (phase == HK_FORK_PARENT)
-        hk_unlock(&large_lock);
-    else
-        hk_lock_reset(&large_lock);
+    hk_lock_fork(&large_lock, phase);
 }
 
 size_t hk_large_mapped(void)

@@ -758,11 +758,7 @@ void hk_prof_fork(int phase)
         hk_stack_fork(phase); /* first: a walk waits on nothing of ours */
         hk_lock(&lock);
     } else {
-        /* the child keeps the records: its inherited blocks are live there */
-        if (phase == HK_FORK_PARENT)
-            hk_unlock(&lock);
-        else
-            hk_lock_reset(&lock);
+        hk_lock_fork(&lock, phase); /* the child keeps the records: its inherited blocks are live there */
         hk_stack_fork(phase);
     }
 }

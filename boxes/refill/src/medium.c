@@ -292,12 +292,6 @@ void hk_medium_class_stats(unsigned m, hk_refill_class_stats_t *st)
 
 void hk_medium_fork(int phase)
 {
-    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++) {
-        if (phase == HK_FORK_PREPARE)
-            hk_lock(&mclasses[m].lock);
-        else if (phase == HK_FORK_PARENT)
-            hk_unlock(&mclasses[m].lock);
-        else
-            hk_lock_reset(&mclasses[m].lock);
-    }
+    for (unsigned m = 0; m < HK_MEDIUM_CLASSES; m++)
+        hk_lock_fork(&mclasses[m].lock, phase);
 }

@@ -423,21 +423,16 @@ void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st)
 
 void hk_refill_fork(int phase)
 {
+    /* Classes before medium before regions when taking; the reverse after. */
+    if (phase != HK_FORK_PREPARE) {
+        hk_region_fork(phase);
+        hk_medium_fork(phase);
+    }
+    for (unsigned c = 1; c < HK_NCLASS; c++)
+        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
+            hk_lock_fork(&classes[c][sh].lock, phase);
     if (phase == HK_FORK_PREPARE) {
-        for (unsigned c = 1; c < HK_NCLASS; c++)
-            for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++)
-                hk_lock(&classes[c][sh].lock);
         hk_medium_fork(phase);
         hk_region_fork(phase);
-        return;
     }
-    hk_region_fork(phase);
-    hk_medium_fork(phase);
-    for (unsigned c = 1; c < HK_NCLASS; c++)
-        for (unsigned sh = 0; sh < HK_REFILL_SHARDS; sh++) {
-            if (phase == HK_FORK_PARENT)
-                hk_unlock(&classes[c][sh].lock);
-            else
-                hk_lock_reset(&classes[c][sh].lock);
-        }
 }

@@ -388,12 +388,8 @@ void hk_region_stats(hk_refill_stats_t *st)
 
 void hk_region_fork(int phase)
 {
-    if (phase == HK_FORK_PREPARE)
-        hk_lock(&region_lock);
-    else if (phase == HK_FORK_PARENT)
-        hk_unlock(&region_lock);
-    else {
-        hk_lock_reset(&region_lock);
+    hk_lock_fork(&region_lock, phase);
+    if (phase == HK_FORK_CHILD) {
         hk_refill_purger = 0; /* the child has no purge thread yet */
         keep_empty = EMPTY_REGIONS_MIN;
         cap_released = 0;
