@@ -37,7 +37,8 @@ typedef struct {
 
 /* ---- reading .eh_frame ------------------------------------------------------ */
 
-static uint64_t uleb(const uint8_t **pp)
+/* LEB128: *bits gets the bits read, *last the last byte (its 0x40 is a signed value's sign). */
+static uint64_t leb(const uint8_t **pp, unsigned *bits, uint8_t *last)
 {
     uint64_t v = 0;
     unsigned s = 0;
@@ -48,23 +49,26 @@ static uint64_t uleb(const uint8_t **pp)
             v |= (uint64_t)(b & 0x7f) << s;
         s += 7;
     } while (b & 0x80);
+    *bits = s;
+    *last = b;
     return v;
+}
+
+static uint64_t uleb(const uint8_t **pp)
+{
+    unsigned s;
+    uint8_t b;
+    return leb(pp, &s, &b);
 }
 
 static int64_t sleb(const uint8_t **pp)
 {
-    int64_t v = 0;
-    unsigned s = 0;
+    unsigned s;
     uint8_t b;
-    do {
-        b = *(*pp)++;
-        if (s < 64)
-            v |= (int64_t)((uint64_t)(b & 0x7f) << s);
-        s += 7;
-    } while (b & 0x80);
+    uint64_t v = leb(pp, &s, &b);
     if (s < 64 && (b & 0x40))
-        v |= (int64_t)(~0ull << s);
-    return v;
+        v |= ~0ull << s;
+    return (int64_t)v;
 }
 
 #define LOAD(type, p) __extension__({ type v_; memcpy(&v_, (p), sizeof v_); v_; })
