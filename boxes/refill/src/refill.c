@@ -226,11 +226,15 @@ unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
     return got;
 }
 
-/* Caller holds cs->lock; b passed free's checks, so its region is found by
- * its address alone (a burst's spill returns ~600,000 blocks in python3). */
+/* Caller holds cs->lock. b is a cached block, so its region is found by its
+ * address alone (a burst's spill returns ~600,000 blocks in python3); a
+ * hardened build, whose lists may hold a link a use after free overwrote,
+ * looks it up and stops at one that leads out of every region. */
 HK_INLINE void slab_return(hk_class_state_t *cs, void *b)
 {
-    hk_region_t *ch = hk_region_at(b);
+    hk_region_t *ch = HK_HARDENED ? hk_region_of(b) : hk_region_at(b);
+    if (HK_HARDENED && (!ch || ch->kind != HK_CHUNK_REGION))
+        hk_fatal_op("corrupted", "free list", b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
     hk_link_set(b, pg->free);
     if (!pg->free)
