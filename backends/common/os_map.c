@@ -39,12 +39,12 @@ void *hk_os_reserve(size_t size, size_t align, bool commit)
 
 void hk_os_release(void *p, size_t size) { munmap(p, size); }
 
-bool hk_os_protect(void *p, size_t size, bool access, bool release)
+bool hk_os_protect(void *p, size_t size, bool access)
 {
     if (access)
         return mprotect(p, size, PROT_READ | PROT_WRITE) == 0;
-    if (release) /* first: an inaccessible range needs no contents */
-        madvise(p, size, MADV_DONTNEED);
+    /* the pages go back first: an inaccessible range needs no contents */
+    madvise(p, size, MADV_DONTNEED);
     return mprotect(p, size, PROT_NONE) == 0;
 }
 

@@ -28,9 +28,9 @@ void hk_os_release_slabs(void *region);
 /* Returns any other range (from hk_os_reserve) to the OS. */
 void hk_os_release(void *p, size_t size);
 /* Makes whole pages of a range from hk_os_reserve readable and writable, or
- * inaccessible (any access faults), with `release` their physical pages
- * given back too: guard pages. false if the OS refuses. */
-bool hk_os_protect(void *p, size_t size, bool access, bool release);
+ * inaccessible (any access faults) with their physical pages given back:
+ * guard pages. false if the OS refuses. */
+bool hk_os_protect(void *p, size_t size, bool access);
 /* Grows or shrinks a committed mapping in place; false if it cannot. */
 bool hk_os_resize(void *p, size_t old_size, size_t new_size);
 /* Moves a committed mapping's pages to `dst` (a reserved range of new_size),

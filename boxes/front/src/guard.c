@@ -302,7 +302,7 @@ static void place(gblock_t *b, uintptr_t hi, size_t n, size_t align)
     uintptr_t start = (hi - n) & ~(uintptr_t)(align - 1);
     uintptr_t first = start & ~(uintptr_t)(PAGE - 1);
     if (first < hi)
-        hk_os_protect((void *)first, hi - first, true, false);
+        hk_os_protect((void *)first, hi - first, true);
     canary_fill(first, start);
     canary_fill(start + n, hi);
     b->start = start;
@@ -437,7 +437,7 @@ void hk_guard_free(void *p)
     /* the pages go back to the OS: with slots reused in turn, keeping them
      * would leave a page or more of every slot resident (0.3 MB a process
      * at the production rate) to save a page fault per guarded block */
-    hk_os_protect((void *)b->lo, b->hi - b->lo, false, true);
+    hk_os_protect((void *)b->lo, b->hi - b->lo, false);
     hk_lock(&lock);
     b->state = FREED;
     live--;
