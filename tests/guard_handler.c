@@ -173,6 +173,59 @@ static void stats_count_guarded(void)
            b.guard_mapped / 1048576.0, rss1 - rss0);
 }
 
+/* No guarded block shares a 2 MiB chunk with a large block: free() finds a
+ * large block's header through the chunk, and a concurrent mremap of that
+ * block (its reuse, grown) left the header unmapped under a free of the
+ * guarded block beside it (a SIGSEGV seen in guard-fork-threads). With
+ * every big guard entry in use, each round frees one, maps a large block
+ * and a guarded block: the kernel places the guarded mapping in the highest
+ * hole, the unmapped rest of the large block's last chunk unless guarded
+ * mappings own whole chunks. */
+static void guarded_own_their_chunks(void)
+{
+    enum { MAXG = 256, ROUNDS = 20 };
+    static void *g[MAXG];
+    static char *big[ROUNDS], *late[ROUNDS];
+    const size_t gn = 65536 + 7, ln = (9u << 18) + 5, late_n = 200000 + 3;
+    const uintptr_t chunk = (uintptr_t)2 << 20;
+    int ng = 0, beside = 0;
+    for (int r = 0; r < ROUNDS; r++) {
+        while (ng < MAXG) { /* until the big entries are all in use */
+            g[ng] = T_MALLOC(gn);
+            if (hak_malloc_usable_size(g[ng]) != gn)
+                break;
+            ng++;
+        }
+        T_FREE(g[ng]);
+        if (ng == 0 || ng == MAXG)
+            FAIL("%d big guarded blocks live at once", ng);
+        big[r] = T_MALLOC(ln);
+        if (hak_malloc_usable_size(big[r]) == ln)
+            FAIL("round %d: the large block is guarded although every entry is in use", r);
+        T_FREE(g[--ng]);
+        late[r] = T_MALLOC(late_n);
+        if (hak_malloc_usable_size(late[r]) != late_n)
+            FAIL("round %d: the block after a freed entry is not guarded", r);
+        memset(late[r], 1, late_n);
+    }
+    for (int r = 0; r < ROUNDS; r++)
+        for (int k = 0; k < ROUNDS; k++) {
+            uintptr_t lo = (uintptr_t)big[k] & ~(chunk - 1);
+            uintptr_t hi = ((uintptr_t)big[k] + hak_malloc_usable_size(big[k]) - 1) & ~(chunk - 1);
+            uintptr_t at = (uintptr_t)late[r] & ~(chunk - 1);
+            beside += at >= lo && at <= hi;
+        }
+    if (beside)
+        FAIL("%d of %d guarded blocks in a 2 MiB chunk of a large block's mapping", beside, ROUNDS);
+    for (int r = 0; r < ROUNDS; r++) {
+        T_FREE(late[r]);
+        T_FREE(big[r]);
+    }
+    while (ng)
+        T_FREE(g[--ng]);
+    printf("%d guarded blocks mapped between large blocks: none in a large block's 2 MiB chunk\n", ROUNDS);
+}
+
 int main(int argc, char **argv)
 {
     /* A handler before main (a sanitizer's runtime, or hakmem's after a
@@ -229,6 +282,7 @@ int main(int argc, char **argv)
     threads_leave_no_stacks();
     api_on_guarded_blocks();
     stats_count_guarded();
+    guarded_own_their_chunks();
     /* The driver: each order in a child, stderr read back. */
     const char *orders[] = {"before", "after"};
     for (int k = 0; k < 2; k++) {

@@ -238,22 +238,12 @@ static size_t small_check(const hk_page_face_t *pg, const void *p, const char *o
     return hk_class_size[pg->cls];
 }
 
-/* A guarded block the page map files under large chunk ch: the OS put it in
- * the last 2 MiB of that block's mapping, beside the block itself. */
-static bool guarded_beside(const hk_chunk_t *ch, void *p)
-{
-    return HK_UNLIKELY(hk_guard_on) && !hk_large_is_start(ch, p) && hk_guard_owns(p);
-}
-
 static HK_NOINLINE void free_big(hk_chunk_t *ch, void *p)
 {
     if (ch->kind == HK_CHUNK_REGION) {
         if (hk_tls_medium_put(ch, p))
             return; /* held by this thread: nothing went back to Box 2 */
         hk_medium_free(ch, p);
-    } else if (guarded_beside(ch, p)) {
-        hk_guard_free(p);
-        return;
     } else
         hk_large_free(ch, p, "free");
     hk_purge_kick();
@@ -363,13 +353,8 @@ HK_HOT_ENTRY void hak_free(void *p)
     free_small(hk_slabmap_face(p), c, p);
 }
 
-/* A guarded block is in no map, or in the last 2 MiB chunk of a large
- * block's mapping without being that block; never in a slab region. */
-static bool maybe_guarded(void *p)
-{
-    hk_chunk_t *ch = hk_chunk_of(p);
-    return !ch ? hk_guard_owns(p) : ch->kind != HK_CHUNK_REGION && guarded_beside(ch, p);
-}
+/* A guarded block is in no map: its mapping owns whole 2 MiB chunks. */
+static bool maybe_guarded(void *p) { return !hk_chunk_of(p) && hk_guard_owns(p); }
 
 static size_t usable(void *p, const char *op)
 {
@@ -384,8 +369,6 @@ static size_t usable(void *p, const char *op)
         return small_check(pg, p, op);
     if (ch->kind == HK_CHUNK_REGION)
         return hk_medium_usable(ch, p, op);
-    if (guarded_beside(ch, p))
-        return hk_guard_usable(p, op);
     return hk_large_usable(ch, p, op);
 }
 

@@ -10,9 +10,6 @@
 void *hk_large_alloc(size_t n, size_t align, bool *zeroed);
 void hk_large_free(hk_chunk_t *ch, void *p, const char *op);
 size_t hk_large_usable(hk_chunk_t *ch, const void *p, const char *op);
-/* Whether p is the block of the large chunk ch (which the page map gave
- * for p); false for an address the OS mapped in the rest of its last 2 MiB. */
-bool hk_large_is_start(const hk_chunk_t *ch, const void *p);
 /* Resizes in place or by moving pages (no copy); NULL if it cannot. */
 void *hk_large_resize(hk_chunk_t *ch, void *p, size_t n);
 /* Unmaps cached mappings idle for at least delay ms (0: all). */

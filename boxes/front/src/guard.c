@@ -333,12 +333,16 @@ static gblock_t *alloc_slot(size_t n, size_t align)
 static gblock_t *alloc_big(size_t n, size_t align)
 {
     size_t pad = align > PAGE ? align : 0;
-    size_t data = hk_align_up(n + pad, PAGE), len = data + 2 * PAGE;
-    if (n > PTRDIFF_MAX / 2 || len < data)
+    if (n > PTRDIFF_MAX / 2)
         return NULL;
+    /* Whole 2 MiB chunks (address space only: the pages before the block
+     * stay inaccessible and untouched), so that no large block's last chunk
+     * holds a guarded block: free() would read that block's header, which a
+     * concurrent mremap of it may have unmapped. */
+    size_t data = hk_align_up(n + pad, PAGE), len = hk_align_up(data + 2 * PAGE, HK_CHUNK_SIZE);
     /* mapped first: an entry is never LIVE with a range not yet its own
      * (the old one may be another block's by now) */
-    void *m = hk_os_reserve(len, PAGE, false);
+    void *m = hk_os_reserve(len, HK_CHUNK_SIZE, false);
     if (!m)
         return NULL;
     hk_lock(&lock);
@@ -358,7 +362,7 @@ static gblock_t *alloc_big(size_t n, size_t align)
         hk_os_release(m, len);
         return NULL;
     }
-    place(b, (uintptr_t)m + PAGE + data, n, align);
+    place(b, (uintptr_t)m + len - PAGE, n, align);
     return b;
 }
 
@@ -479,7 +483,9 @@ void hk_guard_configure(unsigned slots)
     nslots = slots ? slots : 1;
     size_t pool = PAGE + (size_t)nslots * STRIDE;
     size_t meta = hk_align_up((nslots + BIG_MAX) * sizeof(gblock_t) + nslots * sizeof(unsigned), PAGE);
-    void *p = hk_os_reserve(pool, PAGE, false), *m = hk_os_reserve(meta, PAGE, true);
+    /* whole chunks, as a big block's mapping (alloc_big) */
+    void *p = hk_os_reserve(hk_align_up(pool, HK_CHUNK_SIZE), HK_CHUNK_SIZE, false);
+    void *m = hk_os_reserve(meta, PAGE, true);
     if (!p || !m) {
         hk_log("guarded sampling off: no memory for its pool");
         return;
@@ -501,7 +507,7 @@ void hk_guard_configure(unsigned slots)
 void hk_guard_stats(hk_guard_stats_t *st)
 {
     hk_lock(&lock);
-    *st = (hk_guard_stats_t){.mapped = hk_guard_on ? pool_hi - pool_lo + meta_bytes + big_mapped : 0,
+    *st = (hk_guard_stats_t){.mapped = hk_guard_on ? hk_align_up(pool_hi - pool_lo, HK_CHUNK_SIZE) + meta_bytes + big_mapped : 0,
                              .live = live, .allocs = allocs, .skipped = skipped};
     hk_unlock(&lock);
 }

@@ -184,11 +184,6 @@ void hk_large_free(hk_chunk_t *owner, void *p, const char *op)
         unmap(evict[i]);
 }
 
-bool hk_large_is_start(const hk_chunk_t *owner, const void *p)
-{
-    return ((const hk_large_t *)owner)->user == p; /* fixed for the mapping's life: no lock */
-}
-
 size_t hk_large_usable(hk_chunk_t *owner, const void *p, const char *op)
 {
     hk_large_t *ch = (hk_large_t *)owner;
