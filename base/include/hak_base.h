@@ -11,9 +11,12 @@
 #define HK_INLINE static inline __attribute__((always_inline))
 #define HK_NOINLINE __attribute__((noinline))
 #define HK_COLD __attribute__((cold, noinline))
-/* malloc and free start on a cache line: their hit paths then decode the
- * same way in every build, whatever code the options put before them. */
-#define HK_HOT_ENTRY __attribute__((aligned(64)))
+/* malloc and free (under 256 bytes each) start on a 256-byte boundary:
+ * their hit paths then decode the same way in every build, whatever code
+ * the options put before them, and never straddle a 4 KiB page (at 64
+ * bytes, a build where malloc's mid-class path crossed one ran the 4 KiB
+ * free/malloc pair 9% slower on a Zen 4: docs/performance.md). */
+#define HK_HOT_ENTRY __attribute__((aligned(256)))
 /* On extern data: lets the compiler address it directly, not via the GOT. */
 #define HK_HIDDEN __attribute__((visibility("hidden")))
 
