@@ -108,15 +108,20 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     return pg;
 }
 
-/* The partial slab with the most blocks in use among the first few: carving
- * from it lets mostly empty slabs drain and go back (docs/design.md). */
+/* The partial slab with the most blocks in use among the first few, one
+ * with freed blocks if any: carving from it lets mostly empty slabs drain
+ * and go back, and blocks already resident go out before fresh ones
+ * (docs/design.md). */
 static hk_page_t *fullest(hk_page_t *pg)
 {
-    hk_page_t *best = pg;
-    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++)
+    hk_page_t *best = pg, *best_free = NULL;
+    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++) {
         if (pg->used > best->used)
             best = pg;
-    return best;
+        if (pg->free && (!best_free || pg->used > best_free->used))
+            best_free = pg;
+    }
+    return best_free ? best_free : best;
 }
 
 /* A list being built: blocks appended at last, linked through word 0. */
@@ -150,6 +155,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         /* The blocks freed into the slab are cold: a list that fits is
          * taken whole, not walked (each link a cache miss on the refill's
          * path rather than at the program's first touch of the block). */
+        bool had_free = pg->free != NULL;
         if (pg->free && pg->nfree <= most - got) {
             /* Hardened: the last link must still read as the list's end (a
              * one-block take, the uncached path's, checks all its links;
@@ -173,6 +179,11 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             append(l, b);
             pg->used++;
             got++;
+        }
+        if (had_free) { /* another slab's freed blocks before fresh ones */
+            if (!pg->free && pg->bump == pg->end)
+                hk_slab_list_remove(&cs->partial, pg);
+            continue;
         }
         char *carved = pg->bump;
         for (; got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
