@@ -145,11 +145,12 @@ hk_limits_t hk_refill_limits(unsigned c);
  * true when the exchange had no room for some (they went to their slabs)
  * and no thread took a batch of the class since it last had none: nobody
  * is taking them. flush: give, from a full cache (a
- * flush event). drained: a thread gave its whole cache back (a drain
+ * flush event); own: the blocks go to their slabs if the calling thread
+ * took from the class last (it would take them back). drained: a thread gave its whole cache back (a drain
  * event). */
 unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
 bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
-bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch);
+bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch, bool own);
 void hk_refill_drained(void);
 /* Global path for threads without a cache (exited): one block at a time. */
 void *hk_refill_alloc_one(unsigned c);

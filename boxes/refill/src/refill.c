@@ -21,6 +21,7 @@ typedef struct __attribute__((aligned(64))) hk_class_state {
      * and blocks handed out and not yet given back. */
     uint64_t takes, gives;
     uint64_t spill_takes; /* takes at the last give that found the exchange full */
+    pthread_t taker; /* the thread of the last take */
     size_t slabs;
     int64_t out;
     unsigned colour; /* slabs made, for the cache colour of the next */
@@ -107,15 +108,20 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
     return pg;
 }
 
-/* The partial slab with the most blocks in use among the first few: carving
- * from it lets mostly empty slabs drain and go back (docs/design.md). */
+/* The partial slab with the most blocks in use among the first few, one
+ * with freed blocks if any: carving from it lets mostly empty slabs drain
+ * and go back, and blocks already resident go out before fresh ones
+ * (docs/design.md). */
 static hk_page_t *fullest(hk_page_t *pg)
 {
-    hk_page_t *best = pg;
-    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++)
+    hk_page_t *best = pg, *best_free = NULL;
+    for (unsigned i = 0; pg && i < 8; pg = pg->next, i++) {
         if (pg->used > best->used)
             best = pg;
-    return best;
+        if (pg->free && (!best_free || pg->used > best_free->used))
+            best_free = pg;
+    }
+    return best_free ? best_free : best;
 }
 
 /* A list being built: blocks appended at last, linked through word 0. */
@@ -149,6 +155,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         /* The blocks freed into the slab are cold: a list that fits is
          * taken whole, not walked (each link a cache miss on the refill's
          * path rather than at the program's first touch of the block). */
+        bool had_free = pg->free != NULL;
         if (pg->free && pg->nfree <= most - got) {
             /* Hardened: the last link must still read as the list's end (a
              * one-block take, the uncached path's, checks all its links;
@@ -172,6 +179,11 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             append(l, b);
             pg->used++;
             got++;
+        }
+        if (had_free) { /* another slab's freed blocks before fresh ones */
+            if (!pg->free && pg->bump == pg->end)
+                hk_slab_list_remove(&cs->partial, pg);
+            continue;
         }
         char *carved = pg->bump;
         for (; got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
@@ -205,6 +217,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
     cs->takes++;
+    cs->taker = pthread_self();
     if (cs->nbatch) {
         hk_batch_t *x = &batches(cs)[--cs->nbatch];
         *head = x->head;
@@ -265,13 +278,22 @@ static void central_push(hk_class_state_t *cs, void *head, unsigned n)
     hk_refill_mark_pending();
 }
 
-bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
+/* own: the blocks go to their slabs if the giver took last (below). */
+static bool give(unsigned c, void *head, unsigned n, unsigned batch, bool own)
 {
     hk_class_state_t *cs = &classes[c][0];
     unsigned max = hk_policy_central_batches(c);
     if (max > CENTRAL_MAX)
         max = CENTRAL_MAX;
     hk_lock(&cs->lock);
+    /* A full cache's blocks that its own thread would take back: through
+     * the exchange they would come back as they were freed, scattered over
+     * every slab of the class; from the slabs a refill takes one slab's
+     * free list, and the program's next objects lie together (python3
+     * with PYTHONMALLOC=malloc: a round 50% slower by the fifth without
+     * this; docs/performance.md). Other threads' flows keep the exchange. */
+    if (own && pthread_equal(cs->taker, pthread_self()))
+        max = 0;
     cs->gives++;
     cs->out -= n;
     while (n >= batch && cs->nbatch < max) {
@@ -310,9 +332,11 @@ bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch)
     return untaken;
 }
 
-bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch)
+bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch) { return give(c, head, n, batch, false); }
+
+bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch, bool own)
 {
-    bool spilled = hk_refill_give(c, head, n, batch);
+    bool spilled = give(c, head, n, batch, own);
     hk_policy_event(HK_EV_FLUSH, c, n);
     return spilled;
 }

@@ -96,14 +96,17 @@ void hk_tls_join(void)
 #define GROW_MAX_SHIFT 8
 
 /* ---- a thread that tears its data down ---------------------------------------
- * A class flushed FREEING_RUNS times in a row with no refill, not grown,
- * each flush finding the central exchange full with no batch taken since
+ * A class flushed FREEING_RUNS times in a row with no refill (its growth
+ * dropped), each flush finding no room or no taker since
  * (nobody takes them: not a pipeline, whose producers do), is being
  * freed for good: a program tearing its data down. Whatever the cache holds
  * when the thread then stops pins slabs for good (nothing outside the
  * thread can take it), so the cap and the batch drop to an eighth of the
- * policy's batch. A thread still at it after FREEING_SUSTAIN_MS gets the
- * policy's again; a refill, a turn or a flush the exchange takes ends it. */
+ * policy's batch, and its flushes go through the exchange (to the slabs
+ * they would empty the next phase's medium slabs, whose blocks an idle
+ * cache then keeps resident: docs/design.md). A thread still at it after
+ * FREEING_SUSTAIN_MS gets the policy's again; a refill, a turn or a flush
+ * the exchange takes ends it. */
 #define FREEING_RUNS 32
 #define FREEING_SUSTAIN_MS 100
 
@@ -116,13 +119,15 @@ static void note_flush(hk_tls_rec_t *r, unsigned c, bool turn, bool spilled)
 {
     if (!r || !grow)
         return;
-    if (turn || r->grow[c] || !spilled) {
+    if (turn || !spilled) {
         r->fruns[c] = 0;
         r->freeing_since[c] = 0;
         return;
     }
-    if (r->fruns[c] < FREEING_RUNS && ++r->fruns[c] == FREEING_RUNS)
+    if (r->fruns[c] < FREEING_RUNS && ++r->fruns[c] == FREEING_RUNS) {
         r->freeing_since[c] = hk_now_ms() | 1;
+        r->grow[c] = 0;
+    }
 }
 
 /* The most a grown cap may be for class c over the policy's cap. */
@@ -201,8 +206,13 @@ static bool grow_on_turn(unsigned c)
         return false;
     r->turned[c] = 0;
     unsigned base = hk_refill_limits(c).cap, cap = hk_tls.cap[c];
-    if (!base || cap >= grow_most(c, base) || r->grow[c] >= GROW_MAX_SHIFT ||
-        (uint32_t)r->allocs[c] - r->refill_at[c] > cap)
+    /* k mallocs since the refill, and f frees (the list went from the
+     * refill's n blocks to cap + 1): a burst has at most a cap of the one
+     * and half a cap of the other; a refill of a slab's whole free list
+     * starts a random walk near the top, which then gets there at once. */
+    uint32_t k = (uint32_t)r->allocs[c] - r->refill_at[c];
+    uint32_t f = cap + 1 - hk_umin(r->refill_n[c], cap) + k;
+    if (!base || cap >= grow_most(c, base) || r->grow[c] >= GROW_MAX_SHIFT || k > cap || f < cap / 2 + 1)
         return false;
     size_t size = hk_class_size[c], grown = 0;
     for (unsigned d = 1; d < HK_NCLASS; d++)
@@ -286,7 +296,7 @@ void hk_tls_trim_if_idle(void)
                                                      : "no slow path of the class since the last purge pass");
             unsigned k = held > lim.cap ? held - lim.cap : 0;
             if (k)
-                hk_refill_flush(c, cut(c, k), k, hk_refill_limits(c).batch);
+                hk_refill_flush(c, cut(c, k), k, hk_refill_limits(c).batch, true);
             hk_tls.room[c] = (uint16_t)(lim.cap - (held - k));
         }
         r->used[c] = 0;
@@ -355,6 +365,9 @@ void *hk_tls_refill(unsigned c)
         n = cap;
     }
     hk_tls.room[c] = (uint16_t)(cap - n);
+    hk_tls_rec_t *r = hk_tls_own_rec();
+    if (r)
+        r->refill_n[c] = (uint16_t)n;
     hk_tls_count_alloc(c);
     return hk_tls_pop(c);
 }
@@ -397,7 +410,7 @@ void hk_tls_overflow(unsigned c, void *p)
     unsigned k = held > keep ? held - keep : 0;
     if (k < move)
         k = move < held ? move : held;
-    bool spilled = k && hk_refill_flush(c, cut(c, k), k, batch);
+    bool spilled = k && hk_refill_flush(c, cut(c, k), k, batch, !freeing(r, c));
     note_flush(r, c, turn, spilled);
     hk_tls.room[c] = (uint16_t)(cap - (held - k));
     if (cap == 0) {

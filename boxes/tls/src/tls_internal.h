@@ -18,6 +18,7 @@ typedef struct hk_tls_rec {
      * ran since the last purge pass (tls.c, "Caps that follow the thread"). */
     uint8_t grow[HK_NCLASS], turned[HK_NCLASS], used[HK_NCLASS];
     uint32_t refill_at[HK_NCLASS];
+    uint16_t refill_n[HK_NCLASS]; /* blocks that refill brought */
     /* Per class: flushes in a row with no refill, and since when (ms | 1)
      * the thread has only been freeing it (tls.c, "A thread that only
      * frees"). */
