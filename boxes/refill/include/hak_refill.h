@@ -144,10 +144,10 @@ hk_limits_t hk_refill_limits(unsigned c);
  * give: takes back a NULL-terminated list of n blocks, cut into batches;
  * true when the exchange had no room for some (they went to their slabs)
  * and no thread took a batch of the class since it last had none: nobody
- * is taking them. flush: give, from a full cache (a
- * flush event); own: the blocks go to their slabs if the calling thread
- * took from the class last (it would take them back). drained: a thread gave its whole cache back (a drain
- * event). */
+ * is taking them. flush: give, from a full cache (a flush event); own:
+ * the blocks go to their slabs if the calling thread took from the class
+ * last (it would take them back). drained: a thread gave its whole cache
+ * back (a drain event). */
 unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
 bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
 bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch, bool own);

@@ -156,7 +156,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
          * taken whole, not walked (each link a cache miss on the refill's
          * path rather than at the program's first touch of the block). */
         bool had_free = pg->free != NULL;
-        if (pg->free && pg->nfree <= most - got) {
+        if (had_free && pg->nfree <= most - got) {
             /* Hardened: the last link must still read as the list's end (a
              * one-block take, the uncached path's, checks all its links;
              * Box 1 walks longer ones, check_batch). */
@@ -180,13 +180,10 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
             pg->used++;
             got++;
         }
-        if (had_free) { /* another slab's freed blocks before fresh ones */
-            if (!pg->free && pg->bump == pg->end)
-                hk_slab_list_remove(&cs->partial, pg);
-            continue;
-        }
         char *carved = pg->bump;
-        for (; got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
+        /* fresh blocks only from a slab that had none freed: another slab's
+         * freed blocks go out first */
+        for (; !had_free && got < want && fresh < fresh_max && pg->bump < pg->end; fresh++) {
             /* Tagged like every free block until handed out: a free of it
              * before then aborts (hak_base.h). */
             ((uintptr_t *)pg->bump)[1] = hk_tag(pg->bump);
