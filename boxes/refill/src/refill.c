@@ -7,7 +7,9 @@
 
 #define CENTRAL_MAX 64
 
-typedef struct { void *head; unsigned n; } hk_batch_t;
+/* own: given by the thread that took from the class last (a teardown's
+ * flush); it takes such lists back through the slabs (hk_refill_take). */
+typedef struct { void *head; uint32_t n, own; } hk_batch_t;
 
 /* A class's lock and counts share no line with another class's; its
  * exchange lives apart (below), so a program that never flushes touches a
@@ -202,6 +204,8 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
     return got;
 }
 
+static void slab_return_list(hk_class_state_t *cs, void *b);
+
 hk_limits_t hk_refill_limits(unsigned c)
 {
     return hk_policy_limits(c);
@@ -214,6 +218,13 @@ unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
     cs->takes++;
+    /* A thread that comes back for the lists it gave while tearing down
+     * would get its blocks in the order it freed them, scattered over every
+     * slab (python3's next round: 7% slower); they go to their slabs and it
+     * takes them a slab at a time. Anyone else takes them as they are. */
+    if (pthread_equal(cs->taker, pthread_self()))
+        while (cs->nbatch && batches(cs)[cs->nbatch - 1].own)
+            slab_return_list(cs, batches(cs)[--cs->nbatch].head);
     cs->taker = pthread_self();
     if (cs->nbatch) {
         hk_batch_t *x = &batches(cs)[--cs->nbatch];
@@ -267,10 +278,20 @@ HK_INLINE void slab_return(hk_class_state_t *cs, void *b)
     }
 }
 
+/* Caller holds cs->lock: a list ending in NULL goes back to its slabs. */
+static void slab_return_list(hk_class_state_t *cs, void *b)
+{
+    while (b) {
+        void *next = hk_link_next(b);
+        slab_return(cs, b);
+        b = next;
+    }
+}
+
 /* Caller holds cs->lock and has checked there is room. */
 static void central_push(hk_class_state_t *cs, void *head, unsigned n)
 {
-    batches(cs)[cs->nbatch++] = (hk_batch_t){head, n};
+    batches(cs)[cs->nbatch++] = (hk_batch_t){head, n, pthread_equal(cs->taker, pthread_self())};
     cs->last_give_ms = hk_now_ms();
     hk_refill_mark_pending();
 }
@@ -386,14 +407,8 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
         if (cs->nbatch && now - cs->last_give_ms < delay)
             *pending = true;
         else {
-            while (cs->nbatch) {
-                void *b = batches(cs)[--cs->nbatch].head;
-                while (b) {
-                    void *next = hk_link_next(b);
-                    slab_return(cs, b);
-                    b = next;
-                }
-            }
+            while (cs->nbatch)
+                slab_return_list(cs, batches(cs)[--cs->nbatch].head);
         }
         hk_page_t *pg = cs->partial.head;
         if (pg && cs->partial.n == 1 && pg->used == 0) {
