@@ -397,10 +397,12 @@ static void expect_corrupted(void (*fn)(void *))
 
 Test(misuse, hardened_corrupted_link_on_malloc) { expect_corrupted(do_corrupt_then_malloc); }
 
-/* The same with blocks that never sit in a thread cache: 8 KiB blocks under
- * HAKMEM_THREAD_MID_BYTES=0 (test misuse-uncached) go to and come from
- * their slab's free list one at a time. Until 2026-12-01 that path did not
- * check the link, and malloc crashed on the garbage it decoded. */
+/* The same with 8 KiB blocks. In a thread cache the pop's check aborts. With
+ * no mid cache (HAKMEM_THREAD_MID_BYTES=0, test misuse-uncached) they wait
+ * in their slab's map of returned blocks, on no list: the write steers
+ * nothing, and no malloc may return the live block written there (exit 3).
+ * Until 2026-12-07 they waited on a list whose link Box 2 checked; until
+ * 2026-12-01 malloc crashed there on the garbage it decoded. */
 static void do_corrupt_then_malloc_mid(void *arg)
 {
     (void)arg;
@@ -414,11 +416,22 @@ static void do_corrupt_then_malloc_mid(void *arg)
     p[0] = keep;
     for (int i = 0; i < 100; i++) {
         void *volatile q = hak_malloc(8192);
-        (void)q;
+        if (!q || q == keep)
+            _exit(3);
     }
 }
 
-Test(misuse, hardened_corrupted_link_on_malloc_mid) { expect_corrupted(do_corrupt_then_malloc_mid); }
+Test(misuse, hardened_corrupted_link_on_malloc_mid)
+{
+    const char *mid = getenv("HAKMEM_THREAD_MID_BYTES");
+    if (!mid || strcmp(mid, "0") != 0) {
+        expect_corrupted(do_corrupt_then_malloc_mid);
+        return;
+    }
+    struct child_result r;
+    run_child(do_corrupt_then_malloc_mid, NULL, &r);
+    cr_assert(WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0, "status 0x%x; stderr:\n%s", r.status, r.err);
+}
 
 static void *make_and_free(void *arg)
 {

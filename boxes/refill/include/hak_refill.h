@@ -55,7 +55,7 @@ enum { HK_PAGE_FREE = 0, HK_PAGE_SLAB = 1, HK_PAGE_MEDIUM = 2, HK_PAGE_HEADER = 
     uint64_t divmagic; /* slab: 2^64/size + 1, for the block-start test */               \
     uint64_t smag;     /* slab: start * divmagic (mod 2^64), precomputed */              \
     union {                                                                              \
-        void *free;        /* Box 2's: blocks returned to a small slab */                \
+        uint64_t *fmap;    /* Box 2's: small slab's returned blocks, bit i = block i */ \
         uint8_t mstate[8]; /* medium slab of a held class: HK_MB_* of block i (atomic) */ \
     };
 /* may_alias: Box 2 writes these fields through its own record type. */
@@ -139,8 +139,8 @@ hk_limits_t hk_refill_limits(unsigned c);
 /* take: fills *head with a NULL-terminated list of blocks of class c and
  * returns how many (0: out of memory): an exchange entry whole if there is
  * one (a batch, or a shorter list a drained cache gave back; one move), else
- * `want` blocks carved from the slabs, or up to `most` where a slab's whole
- * free list fits (taken without reading it). A refill event for the policy.
+ * `want` blocks carved from the slabs, lowest addresses first. A refill
+ * event for the policy.
  * give: takes back a NULL-terminated list of n blocks, cut into batches;
  * true when the exchange had no room for some (they went to their slabs)
  * and no thread took a batch of the class since it last had none: nobody
@@ -148,7 +148,7 @@ hk_limits_t hk_refill_limits(unsigned c);
  * the blocks go to their slabs if the calling thread took from the class
  * last (it would take them back). drained: a thread gave its whole cache
  * back (a drain event). */
-unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
+unsigned hk_refill_take(unsigned c, unsigned want, void **head);
 bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
 bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch, bool own);
 void hk_refill_drained(void);

@@ -3,6 +3,7 @@
 #include "hak_policy.h"
 
 #include <errno.h>
+#include <string.h>
 #include <pthread.h>
 
 #define CENTRAL_MAX 64
@@ -75,6 +76,24 @@ static void set_limit(hk_page_t *pg)
         __atomic_store_n(&ch->page[hk_page_index(pg) + i].limit, limit, __ATOMIC_RELAXED);
 }
 
+/* Bytes of a slab's map of returned blocks: a bit a block, in words. */
+static size_t map_bytes(size_t capacity) { return (capacity + 63) / 64 * 8; }
+
+/* The map of slab pg, made on the first return: in its record up to 64
+ * blocks, else in the slab's first bytes (slab_new). */
+static uint64_t *slab_map(hk_page_t *pg)
+{
+    if (HK_LIKELY(pg->fmap != NULL))
+        return pg->fmap;
+    if (pg->capacity <= 64) {
+        pg->fword = 0;
+        return pg->fmap = &pg->fword;
+    }
+    uint64_t *m = (uint64_t *)pg->start;
+    memset(m, 0, map_bytes(pg->capacity));
+    return pg->fmap = m;
+}
+
 static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
 {
     bool zeroed;
@@ -93,6 +112,15 @@ static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
         colour = (size_t)((c * 5 + cs->colour++) & 15) * 64;
         if (bytes % size < colour)
             colour = 0; /* never at the cost of a block */
+    }
+    /* Over 64 blocks (1 KiB and less: no colour), the map of returned
+     * blocks leads the slab, in the page the first carve touches anyway.
+     * Blocks start on a line (two threads' batches carved in turn share
+     * none: 16 B offsets made falseshare_48 5x slower) and power-of-two
+     * classes at a multiple of their size. */
+    if (bytes / size > 64) {
+        size_t m = map_bytes(bytes / size), align = hk_is_pow2(size) && size > 64 ? size : 64;
+        colour = (m + align - 1) & ~(align - 1);
     }
     pg->capacity = (uint16_t)((bytes - colour) / size);
     pg->shard = (uint8_t)shard;
@@ -120,7 +148,7 @@ static hk_page_t *fullest(hk_page_t *pg)
     for (unsigned i = 0; pg && i < 8; pg = pg->next, i++) {
         if (pg->used > best->used)
             best = pg;
-        if (pg->free && (!best_free || pg->used > best_free->used))
+        if (pg->nfree && (!best_free || pg->used > best_free->used))
             best_free = pg;
     }
     return best_free ? best_free : best;
@@ -145,8 +173,11 @@ static void append(blist_t *l, void *b)
 #define FRESH_BYTES (16u << 10)
 
 /* Appends up to want blocks from the class's slabs to l, and ends it:
- * blocks given back to slabs first, then at most FRESH_BYTES of new ones. */
-static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, unsigned most, blist_t *l)
+ * blocks given back to slabs first, lowest addresses first (a block is
+ * written, never read: the misses overlap, where following a list of cold
+ * blocks took one at a time; python3_malloc spent 5% there), then at most
+ * FRESH_BYTES of new ones. */
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0, fresh = 0, fresh_max = size >= FRESH_BYTES ? 1 : FRESH_BYTES / size;
@@ -154,33 +185,24 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         hk_page_t *pg = fullest(cs->partial.head);
         if (!pg && !(pg = slab_new(cs, c, shard)))
             break;
-        /* The blocks freed into the slab are cold: a list that fits is
-         * taken whole, not walked (each link a cache miss on the refill's
-         * path rather than at the program's first touch of the block). */
-        bool had_free = pg->free != NULL;
-        if (had_free && pg->nfree <= most - got) {
-            /* Hardened: the last link must still read as the list's end (a
-             * one-block take, the uncached path's, checks all its links;
-             * Box 1 walks longer ones, check_batch). */
-            if (HK_HARDENED && hk_link_next(pg->free_last) != NULL)
-                hk_fatal_op("corrupted", "free list", pg->free_last);
-            if (l->last)
-                hk_link_set(l->last, pg->free);
-            else
-                l->head = pg->free;
-            l->last = pg->free_last;
-            got += pg->nfree;
-            pg->used += pg->nfree;
-            pg->free = NULL;
-            pg->nfree = 0;
-        }
-        while (got < want && pg->free) {
-            void *b = pg->free;
-            pg->free = hk_link_next(b);
-            pg->nfree--;
-            append(l, b);
-            pg->used++;
-            got++;
+        bool had_free = pg->nfree != 0;
+        if (had_free) {
+            uint64_t *map = pg->fmap;
+            char *base = pg->end - (size_t)pg->capacity * size;
+            unsigned take = hk_umin(pg->nfree, want - got);
+            pg->nfree -= take;
+            pg->used += take;
+            got += take;
+            for (unsigned w = 0; take; w++) {
+                uint64_t bits = map[w];
+                while (bits && take) {
+                    unsigned i = (unsigned)__builtin_ctzll(bits);
+                    bits &= bits - 1;
+                    append(l, base + (size_t)(w * 64 + i) * size);
+                    take--;
+                }
+                map[w] = bits;
+            }
         }
         char *carved = pg->bump;
         /* fresh blocks only from a slab that had none freed: another slab's
@@ -196,7 +218,7 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         }
         if (pg->bump != carved)
             set_limit(pg);
-        if (!pg->free && pg->bump == pg->end)
+        if (!pg->nfree && pg->bump == pg->end)
             hk_slab_list_remove(&cs->partial, pg);
     }
     if (l->last)
@@ -213,7 +235,7 @@ hk_limits_t hk_refill_limits(unsigned c)
 
 void *hk_refill_meta(size_t size) { return hk_os_reserve(size, HK_OS_PAGE, true); }
 
-unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
+unsigned hk_refill_take(unsigned c, unsigned want, void **head)
 {
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
@@ -236,7 +258,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
         return n;
     }
     blist_t l = {NULL, NULL};
-    unsigned got = carve(cs, c, 0, want, hk_umax(want, most), &l);
+    unsigned got = carve(cs, c, 0, want, &l);
     *head = l.head;
     cs->out += got;
     hk_unlock(&cs->lock);
@@ -257,10 +279,13 @@ HK_INLINE void slab_return(hk_class_state_t *cs, void *b)
     if (HK_HARDENED && (!ch || ch->kind != HK_CHUNK_REGION))
         hk_fatal_op("corrupted", "free list", b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
-    hk_link_set(b, pg->free);
-    if (!pg->free)
-        pg->free_last = b;
-    pg->free = b;
+    uint64_t *map = slab_map(pg);
+    size_t off = (size_t)((char *)b - (pg->end - (size_t)pg->capacity * hk_class_size[pg->cls]));
+    unsigned i = (unsigned)(((unsigned __int128)off * pg->divmagic) >> 64);
+    uint64_t bit = 1ull << (i & 63);
+    if (HK_HARDENED && (map[i >> 6] & bit))
+        hk_fatal_op("double", "free", b);
+    map[i >> 6] |= bit;
     pg->nfree++;
     pg->used--;
     if (!pg->on_partial)
@@ -375,7 +400,7 @@ void *hk_refill_alloc_one(unsigned c)
             cs->nbatch--;
     } else {
         blist_t l = {NULL, NULL};
-        carve(cs, c, shard, 1, 1, &l);
+        carve(cs, c, shard, 1, &l);
         b = l.head;
     }
     cs->out += b != NULL;

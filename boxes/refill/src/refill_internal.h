@@ -26,12 +26,12 @@ typedef struct hk_page {
             uint32_t mfree;  /* medium slab: bit i set = block i is free */
             uint32_t mdirty; /* medium slab: bit i set = block i may be non-zero */
         };
-        void *free_last; /* small slab: the last block of `free`, so a refill takes the list whole */
+        uint64_t fword;  /* small slab of at most 64 blocks: its fmap */
     };
     uint32_t idle_ms;   /* slab: when a block was last freed into it; free page: when it became free */
     union {
         uint32_t charge; /* medium slab, empty: its dirty bytes, counted in the budget */
-        uint32_t nfree;  /* small slab: blocks on `free` */
+        uint32_t nfree;  /* small slab: blocks set in fmap */
     };
 } hk_page_t;
 
@@ -55,7 +55,7 @@ _Static_assert(offsetof(hk_region_t, os) == 0 && HK_OS_REGION_WORD == sizeof(uin
 _Static_assert(offsetof(hk_region_t, kind) == offsetof(hk_chunk_t, kind), "a region is a chunk owner");
 #define HK_FACE_AT(f) (offsetof(hk_page_t, f) == offsetof(hk_page_face_t, f))
 _Static_assert(HK_FACE_AT(cls) && HK_FACE_AT(kind) && HK_FACE_AT(first) && HK_FACE_AT(mcls) && HK_FACE_AT(limit) &&
-                   HK_FACE_AT(divmagic) && HK_FACE_AT(smag) && HK_FACE_AT(free) && HK_FACE_AT(mstate),
+                   HK_FACE_AT(divmagic) && HK_FACE_AT(smag) && HK_FACE_AT(fmap) && HK_FACE_AT(mstate),
                "the face's fields lead the record");
 #undef HK_FACE_AT
 _Static_assert(offsetof(hk_region_t, page) == HK_PAGE_REC_AT && sizeof(hk_page_t) == HK_PAGE_REC_SIZE,
