@@ -139,8 +139,9 @@ hk_limits_t hk_refill_limits(unsigned c);
 /* take: fills *head with a NULL-terminated list of blocks of class c and
  * returns how many (0: out of memory): an exchange entry whole if there is
  * one (a batch, or a shorter list a drained cache gave back; one move), else
- * `want` blocks carved from the slabs, lowest addresses first. A refill
- * event for the policy.
+ * `want` blocks carved from the slabs, lowest addresses first, or all of
+ * a slab's returned blocks where they come to at most `most` (a refill
+ * less, each one a lock round trip). A refill event for the policy.
  * give: takes back a NULL-terminated list of n blocks, cut into batches;
  * true when the exchange had no room for some (they went to their slabs)
  * and no thread took a batch of the class since it last had none: nobody
@@ -148,7 +149,7 @@ hk_limits_t hk_refill_limits(unsigned c);
  * the blocks go to their slabs if the calling thread took from the class
  * last (it would take them back). drained: a thread gave its whole cache
  * back (a drain event). */
-unsigned hk_refill_take(unsigned c, unsigned want, void **head);
+unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head);
 bool hk_refill_give(unsigned c, void *head, unsigned n, unsigned batch);
 bool hk_refill_flush(unsigned c, void *head, unsigned n, unsigned batch, bool own);
 void hk_refill_drained(void);

@@ -76,6 +76,9 @@ static void set_limit(hk_page_t *pg)
         __atomic_store_n(&ch->page[hk_page_index(pg) + i].limit, limit, __ATOMIC_RELAXED);
 }
 
+/* The first block of slab pg, whose blocks are size bytes. */
+static inline char *slab_base(const hk_page_t *pg, size_t size) { return pg->end - (size_t)pg->capacity * size; }
+
 /* Bytes of a slab's map of returned blocks: a bit a block, in words. */
 static size_t map_bytes(size_t capacity) { return (capacity + 63) / 64 * 8; }
 
@@ -172,12 +175,13 @@ static void append(blist_t *l, void *b)
  * when it fills them (docs/design.md, "Carving"). */
 #define FRESH_BYTES (16u << 10)
 
-/* Appends up to want blocks from the class's slabs to l, and ends it:
- * blocks given back to slabs first, lowest addresses first (a block is
- * written, never read: the misses overlap, where following a list of cold
- * blocks took one at a time; python3_malloc spent 5% there), then at most
- * FRESH_BYTES of new ones. */
-static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, blist_t *l)
+/* Appends up to want blocks from the class's slabs to l (or up to most,
+ * where a slab's returned blocks all fit), and ends it: blocks given back
+ * to slabs first, lowest addresses first (a block is written, never read:
+ * the misses overlap, where following a list of cold blocks took one at a
+ * time; python3_malloc spent 5% there), then at most FRESH_BYTES of new
+ * ones. */
+static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned want, unsigned most, blist_t *l)
 {
     uint32_t size = hk_class_size[c];
     unsigned got = 0, fresh = 0, fresh_max = size >= FRESH_BYTES ? 1 : FRESH_BYTES / size;
@@ -188,8 +192,8 @@ static unsigned carve(hk_class_state_t *cs, unsigned c, unsigned shard, unsigned
         bool had_free = pg->nfree != 0;
         if (had_free) {
             uint64_t *map = pg->fmap;
-            char *base = pg->end - (size_t)pg->capacity * size;
-            unsigned take = hk_umin(pg->nfree, want - got);
+            char *base = slab_base(pg, size);
+            unsigned take = pg->nfree <= most - got ? pg->nfree : want - got;
             pg->nfree -= take;
             pg->used += take;
             got += take;
@@ -235,7 +239,7 @@ hk_limits_t hk_refill_limits(unsigned c)
 
 void *hk_refill_meta(size_t size) { return hk_os_reserve(size, HK_OS_PAGE, true); }
 
-unsigned hk_refill_take(unsigned c, unsigned want, void **head)
+unsigned hk_refill_take(unsigned c, unsigned want, unsigned most, void **head)
 {
     hk_class_state_t *cs = &classes[c][0];
     hk_lock(&cs->lock);
@@ -258,7 +262,7 @@ unsigned hk_refill_take(unsigned c, unsigned want, void **head)
         return n;
     }
     blist_t l = {NULL, NULL};
-    unsigned got = carve(cs, c, 0, want, &l);
+    unsigned got = carve(cs, c, 0, want, hk_umax(want, most), &l);
     *head = l.head;
     cs->out += got;
     hk_unlock(&cs->lock);
@@ -280,7 +284,7 @@ HK_INLINE void slab_return(hk_class_state_t *cs, void *b)
         hk_fatal_op("corrupted", "free list", b);
     hk_page_t *pg = &ch->page[hk_page_of(ch, b)->first];
     uint64_t *map = slab_map(pg);
-    size_t off = (size_t)((char *)b - (pg->end - (size_t)pg->capacity * hk_class_size[pg->cls]));
+    size_t off = (size_t)((char *)b - slab_base(pg, hk_class_size[pg->cls]));
     unsigned i = (unsigned)(((unsigned __int128)off * pg->divmagic) >> 64);
     uint64_t bit = 1ull << (i & 63);
     if (HK_HARDENED && (map[i >> 6] & bit))
@@ -400,7 +404,7 @@ void *hk_refill_alloc_one(unsigned c)
             cs->nbatch--;
     } else {
         blist_t l = {NULL, NULL};
-        carve(cs, c, shard, 1, &l);
+        carve(cs, c, shard, 1, 1, &l);
         b = l.head;
     }
     cs->out += b != NULL;

@@ -352,8 +352,8 @@ void *hk_tls_refill(unsigned c)
         unsigned least = hk_umin(want, hk_umin(4, hk_umax(1, HK_OS_PAGE / hk_class_size[c])));
         want = used < least ? least : (unsigned)used;
     }
-    void *head;
-    unsigned n = hk_refill_take(c, want, &head);
+    void *head; /* up to twice that where a slab has that many back */
+    unsigned n = hk_refill_take(c, want, hk_umin(cap, 2 * want), &head);
     if (!n)
         return NULL;
     check_batch(c, head, n);
