@@ -370,11 +370,7 @@ static bool give(unsigned c, void *head, unsigned n, unsigned batch, bool own)
     bool untaken = head != NULL && cs->takes == cs->spill_takes;
     if (head)
         cs->spill_takes = cs->takes;
-    while (head) {
-        void *next = hk_link_get(head);
-        slab_return(cs, head);
-        head = next;
-    }
+    slab_return_list(cs, head);
     hk_unlock(&cs->lock);
     return untaken;
 }

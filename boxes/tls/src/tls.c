@@ -208,8 +208,8 @@ static bool grow_on_turn(unsigned c)
     unsigned base = hk_refill_limits(c).cap, cap = hk_tls.cap[c];
     /* k mallocs since the refill, and f frees (the list went from the
      * refill's n blocks to cap + 1): a burst has at most a cap of the one
-     * and half a cap of the other; a refill of a slab's whole free list
-     * starts a random walk near the top, which then gets there at once. */
+     * and half a cap of the other; a refill that brought up to twice what
+     * it wanted starts a random walk near the top, which gets there at once. */
     uint32_t k = (uint32_t)r->allocs[c] - r->refill_at[c];
     uint32_t f = cap + 1 - hk_umin(r->refill_n[c], cap) + k;
     if (!base || cap >= grow_most(c, base) || r->grow[c] >= GROW_MAX_SHIFT || k > cap || f < cap / 2 + 1)
