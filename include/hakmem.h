@@ -47,7 +47,7 @@ HAK_API int hak_malloc_trim(size_t pad);
  * call:  struct hak_stats st = {.version = HAK_STATS_VERSION};
  * Later versions only append fields. Figures read while other threads
  * allocate are each a moment's value; they are exact once threads are quiet. */
-#define HAK_STATS_VERSION 3
+#define HAK_STATS_VERSION 4
 #define HAK_STATS_MAX_CLASSES 128
 
 enum hak_stats_kind { HAK_STATS_SMALL = 1, HAK_STATS_MEDIUM = 2, HAK_STATS_LARGE = 3 };
@@ -90,6 +90,8 @@ struct hak_stats {
     uint64_t guard_live;    /* guarded blocks live now */
     uint64_t guard_allocs;  /* allocations guarded since start */
     uint64_t guard_skipped; /* allocations due a guard that got none: every slot in use */
+    /* version 4 */
+    uint64_t prof_replayed; /* samples whose stack was a replay of the thread's last walk */
 };
 
 /* Fills *st; returns 0, or -1 with errno EINVAL if st->version is unknown.

@@ -198,6 +198,26 @@ unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **o
 /* The walker's part in the fork protocol (HK_FORK_* phases). */
 void hk_stack_fork(int phase);
 
+/* A thread's last walk, kept so that the next walk from the same place can
+ * replay it: the registers it began with and every stack word it read, in
+ * order. When those words still hold the same values, the walk would take
+ * the same steps (each step depends only on its pc and those words) and
+ * gives the same frames; the first word that differs falls back to a full
+ * walk. Replayed only when every frame is in code never unloaded (the
+ * program, libc, the loader, hakmem), so no check of the loader is needed. */
+#define HK_STACK_MEMO_READS 176
+#define HK_STACK_MEMO_FRAMES 72
+typedef struct hk_stack_memo {
+    uintptr_t sp, fp;
+    uint32_t nreads, nframes, max;
+    uint8_t valid, needs_fp;
+    uintptr_t addr[HK_STACK_MEMO_READS], val[HK_STACK_MEMO_READS];
+    void *frames[HK_STACK_MEMO_FRAMES];
+} hk_stack_memo_t;
+/* hk_stack_walk through m (zeroed at first): *replayed says whether the
+ * frames are m's previous ones, unchanged. */
+unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_t *m, bool *replayed);
+
 /* The link of free block b, as every list walk that hands blocks out reads
  * it. -Dhardened=true: one that does not decode to a 16-byte aligned address
  * was overwritten after the free (a use after free or an overflow), and the

@@ -446,31 +446,67 @@ static step_t step_for(uintptr_t pc, bool use_cache)
     return st;
 }
 
+/* A stack word a walk reads, recorded in rec (if any) for a replay. */
+HK_INLINE void note_word(hk_stack_memo_t *rec, uintptr_t a, uintptr_t v)
+{
+    if (rec->nreads < HK_STACK_MEMO_READS) {
+        rec->addr[rec->nreads] = a;
+        rec->val[rec->nreads] = v;
+    }
+    rec->nreads++; /* past the room: no replay of this walk */
+}
+
+HK_INLINE uintptr_t read_word(uintptr_t a, hk_stack_memo_t *rec)
+{
+    uintptr_t v = *(const uintptr_t *)a;
+    if (rec)
+        note_word(rec, a, v);
+    return v;
+}
+
 /* Steps from the frame whose registers are pc, sp, fp (pc exact, not a
- * return address), writing each caller's return address. */
-static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max, bool use_cache)
+ * return address), writing each caller's return address. With rec, notes
+ * the words the result depends on: every return address and CFA read, and
+ * a saved rbp only once a step uses it (code built without frame pointers
+ * saves rbp as any register, so its value changes from call to call). */
+static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max, bool use_cache,
+                          hk_stack_memo_t *rec)
 {
     unsigned n = 0;
+    bool fp_given = true; /* fp is still the register the walk began with */
+    bool fp_pending = false;
+    uintptr_t fp_at = 0;
     for (bool first = true; n < max; first = false) {
         /* a return address may be just past its function's last call */
         step_t st = step_for(first ? pc : pc - 1, use_cache);
         if (st.how & END)
             break;
+        unsigned rbp = st.how >> 1;
+        if (rec && (st.cfa_reg == REG_RBP || rbp == AT_RBP)) { /* this step uses fp */
+            if (fp_given)
+                rec->needs_fp = 1;
+            else if (fp_pending)
+                note_word(rec, fp_at, fp);
+            fp_pending = false;
+        }
         uintptr_t cfa = (st.cfa_reg == REG_RSP ? sp : fp) + (uintptr_t)(intptr_t)st.cfa_off;
         if (st.how & 1)
-            cfa = *(const uintptr_t *)cfa;
+            cfa = read_word(cfa, rec);
         /* a stack grows down: a caller's frame lies above, and not absurdly far */
         if (cfa <= sp || cfa - sp > ((uintptr_t)1 << 30) || (cfa & 7))
             break;
-        unsigned rbp = st.how >> 1;
-        if (rbp == AT_CFA)
-            fp = *(const uintptr_t *)(cfa + (uintptr_t)(intptr_t)st.rbp_off);
-        else if (rbp == AT_RBP)
-            fp = *(const uintptr_t *)(fp + (uintptr_t)(intptr_t)st.rbp_off);
-        else if (rbp == UNDEFINED)
+        if (rbp == AT_CFA || rbp == AT_RBP) {
+            fp_at = (rbp == AT_CFA ? cfa : fp) + (uintptr_t)(intptr_t)st.rbp_off;
+            fp = *(const uintptr_t *)fp_at;
+            fp_pending = true;
+            fp_given = false;
+        } else if (rbp == UNDEFINED) {
             fp = 0;
+            fp_pending = false;
+            fp_given = false;
+        }
         sp = cfa;
-        pc = *(const uintptr_t *)(cfa - 8);
+        pc = read_word(cfa - 8, rec);
         if (!pc)
             break;
         out[n++] = (void *)pc;
@@ -478,13 +514,61 @@ static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, 
     return n;
 }
 
-HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
+/* ---- code never unloaded: the program, libc, the loader, hakmem ------------- */
+
+#define PERM_MAX 8
+static uintptr_t perm_lo[PERM_MAX], perm_hi[PERM_MAX];
+static unsigned nperm;
+static bool perm_known; /* read and written under cache_lock */
+
+/* The program (the loader's first object), and the objects holding this
+ * code, libc's dl_iterate_phdr and the loader's _dl_find_object: found by
+ * address, not name, so that a copy of libc in another namespace (dlmopen),
+ * which can be unloaded, is not taken for the one that cannot. */
+static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    uintptr_t pc, sp, fp;
-    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
-    /* Only a walk holding the cache asks the loader (for an instant, under
-     * its lock): fork's prepare waits for the cache, so no walk of ours is
-     * inside the loader when a child is made. */
+    (void)size;
+    unsigned *seen = arg;
+    bool keep = (*seen)++ == 0;
+    const uintptr_t marks[] = {(uintptr_t)hk_stack_walk_memo, (uintptr_t)dl_iterate_phdr,
+                               (uintptr_t)_dl_find_object};
+    for (int i = 0; i < info->dlpi_phnum && !keep; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        for (unsigned k = 0; k < sizeof marks / sizeof marks[0]; k++)
+            if (ph->p_type == PT_LOAD && marks[k] >= lo && marks[k] - lo < ph->p_memsz)
+                keep = true;
+    }
+    for (int i = 0; keep && i < info->dlpi_phnum && nperm < PERM_MAX; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            perm_lo[nperm] = info->dlpi_addr + ph->p_vaddr;
+            perm_hi[nperm++] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
+        }
+    }
+    return 0;
+}
+
+static bool permanent(void *const *f, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        unsigned k = 0;
+        while (k < nperm && ((uintptr_t)f[i] <= perm_lo[k] || (uintptr_t)f[i] > perm_hi[k]))
+            k++; /* a return address may be just past its object's code */
+        if (k == nperm)
+            return false;
+    }
+    return true;
+}
+
+/* ---- walks ------------------------------------------------------------------- */
+
+/* Only a walk holding the cache asks the loader (for an instant, under its
+ * lock): fork's prepare waits for the cache, so no walk of ours is inside
+ * the loader when a child is made. */
+HK_INLINE unsigned walk_here(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, unsigned max,
+                             hk_stack_memo_t *rec)
+{
     bool use_cache = !__atomic_exchange_n(&cache_lock.v, 1, __ATOMIC_ACQUIRE);
     unsigned long long adds = ~0ull;
     if (use_cache && (dl_iterate_phdr(read_adds, &adds) != 1 || adds != cache_adds)) {
@@ -492,9 +576,59 @@ HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
             cache[i].pc = 0;
         cache_adds = adds;
     }
-    unsigned n = walk_from(pc, sp, fp, out, max, use_cache);
+    unsigned n = walk_from(pc, sp, fp, out, max, use_cache, rec);
+    if (rec) {
+        if (use_cache && !perm_known) {
+            unsigned seen = 0;
+            dl_iterate_phdr(find_perm, &seen);
+            perm_known = true;
+        }
+        /* without the cache, the ranges may be half written: no replay */
+        rec->valid = use_cache && rec->nreads <= HK_STACK_MEMO_READS && n <= HK_STACK_MEMO_FRAMES &&
+                     permanent(out, n);
+    }
     if (use_cache)
         hk_unlock(&cache_lock);
+    return n;
+}
+
+HK_NOINLINE unsigned hk_stack_walk(void **out, unsigned max)
+{
+    uintptr_t pc, sp, fp;
+    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
+    return walk_here(pc, sp, fp, out, max, NULL);
+}
+
+HK_NOINLINE unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_t *m, bool *replayed)
+{
+    uintptr_t pc, sp, fp;
+    __asm__ volatile("leaq 0(%%rip), %0\n\tmovq %%rsp, %1\n\tmovq %%rbp, %2" : "=r"(pc), "=r"(sp), "=r"(fp));
+    /* pc is this function's own, the same every time: the walk is a function
+     * of sp, fp (when a step used it before reloading it) and the words read */
+    if (m->valid && m->max == max && m->sp == sp && (!m->needs_fp || m->fp == fp)) {
+        unsigned i = 0, nr = m->nreads;
+        while (i < nr && *(const uintptr_t *)m->addr[i] == m->val[i])
+            i++;
+        if (i == nr) {
+            for (unsigned k = 0; k < m->nframes; k++)
+                out[k] = m->frames[k];
+            *replayed = true;
+            return m->nframes;
+        }
+    }
+    *replayed = false;
+    m->valid = 0;
+    m->nreads = 0;
+    m->needs_fp = 0;
+    unsigned n = walk_here(pc, sp, fp, out, max, m);
+    if (m->valid) {
+        m->sp = sp;
+        m->fp = fp;
+        m->max = max;
+        m->nframes = n;
+        for (unsigned k = 0; k < n; k++)
+            m->frames[k] = out[k];
+    }
     return n;
 }
 
@@ -503,7 +637,7 @@ unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **o
     if (!max)
         return 0;
     out[0] = (void *)(pc + 1); /* as if a return address: readers take one off */
-    return 1 + walk_from(pc, sp, fp, out + 1, max - 1, false);
+    return 1 + walk_from(pc, sp, fp, out + 1, max - 1, false, NULL);
 }
 
 void hk_stack_fork(int phase)
@@ -528,6 +662,15 @@ unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **o
         return 0;
     out[0] = (void *)(pc + 1);
     return 1;
+}
+
+unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_t *m, bool *replayed)
+{
+    (void)out;
+    (void)max;
+    (void)m;
+    *replayed = false;
+    return 0;
 }
 
 void hk_stack_fork(int phase) { (void)phase; }

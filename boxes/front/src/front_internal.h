@@ -90,8 +90,10 @@ bool hk_prof_forget(void *p);
 /* p, a live block, now holds n bytes (realloc in place). */
 void hk_prof_resized(void *p, size_t n);
 void hk_prof_fork(int phase);
+/* A thread's exit: its walk memo goes back for the next thread. */
+void hk_prof_thread_exit(void);
 typedef struct hk_prof_stats {
-    uint64_t mapped, live, dropped;
+    uint64_t mapped, live, dropped, replayed;
 } hk_prof_stats_t;
 void hk_prof_stats(hk_prof_stats_t *st);
 

@@ -33,6 +33,7 @@ static bool prof_walker_is_glibc(void)
 static void thread_exit(void)
 {
     hk_guard_thread_exit();
+    hk_prof_thread_exit();
     hk_purge_safe_point_slow();
 }
 

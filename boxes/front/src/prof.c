@@ -29,7 +29,7 @@ static unsigned own_skip;        /* statically linked: frames to leave out inste
  * follows every DWARF rule; ours stops at the rare ones, docs/profiling.md). */
 static unsigned (*walk)(void **, unsigned) = hk_stack_walk;
 static const char *walker = "hakmem's (.eh_frame)";
-static uint64_t threads_seen, dropped, mapped;
+static uint64_t threads_seen, dropped, mapped, replayed;
 
 static __thread uint64_t rng __attribute__((tls_model("initial-exec")));
 static __thread bool busy __attribute__((tls_model("initial-exec")));
@@ -196,20 +196,68 @@ static int find_own(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-HK_INLINE unsigned capture(void **out)
+HK_INLINE unsigned own_frames_out(void *const *f, unsigned n, void **out)
 {
-    void *f[MAX_FRAMES + 8];
-    int n = (int)walk(f, MAX_FRAMES + 8);
-    int i = 0;
+    unsigned i = 0;
     if (own_hi)
         while (i < n && (uintptr_t)f[i] >= own_lo && (uintptr_t)f[i] < own_hi)
             i++;
     else
-        i = (int)own_skip < n ? (int)own_skip : n;
+        i = own_skip < n ? own_skip : n;
     unsigned k = 0;
     for (; i < n && k < MAX_FRAMES; i++)
         out[k++] = f[i];
     return k;
+}
+
+/* ---- a thread's memo: its last walk, and the lines that stack went to ---------
+ * A program allocating in a loop samples from one stack again and again: the
+ * walk is replayed from what it read (base's hk_stack_walk_memo) and the line
+ * comes from the memo instead of the table's hash. */
+
+struct bucket;
+#define MEMO_LINES 16
+typedef struct thread_memo {
+    hk_stack_memo_t stack;
+    struct thread_memo *next; /* on the spare list */
+    struct bucket *line[MEMO_LINES]; /* by size step, for the memo's stack */
+} thread_memo_t;
+#define MEMO_BYTES hk_align_up(sizeof(thread_memo_t), 4096)
+#define MEMO_GONE ((thread_memo_t *)1) /* the thread has exited: no new memo */
+static __thread thread_memo_t *memo __attribute__((tls_model("initial-exec")));
+static thread_memo_t *spare_memos;
+static void *reserve(size_t size);
+
+static thread_memo_t *memo_get(void)
+{
+    thread_memo_t *m = memo;
+    if (HK_LIKELY(m != NULL))
+        return m == MEMO_GONE ? NULL : m;
+    hk_lock(&lock);
+    if ((m = spare_memos))
+        spare_memos = m->next;
+    else
+        m = reserve(MEMO_BYTES);
+    hk_unlock(&lock);
+    if (m) {
+        m->stack.valid = 0;
+        for (unsigned i = 0; i < MEMO_LINES; i++)
+            m->line[i] = NULL;
+    }
+    memo = m;
+    return m;
+}
+
+void hk_prof_thread_exit(void)
+{
+    thread_memo_t *m = memo;
+    memo = MEMO_GONE;
+    if (m && m != MEMO_GONE) {
+        hk_lock(&lock);
+        m->next = spare_memos;
+        spare_memos = m;
+        hk_unlock(&lock);
+    }
 }
 
 /* A stack for guarded sampling: hakmem's frames left out when it is a
@@ -226,7 +274,7 @@ unsigned hk_stack_capture(void **out, unsigned max)
     return k;
 }
 
-/* ---- tables: buckets by (stack, size), and two address maps ----------------- */
+/* ---- tables: buckets by (stack, size), and the map of sampled blocks ------------ */
 
 /* A line of the profile: one stack, and requested sizes within one size
  * step (a quarter of a power of two), so that pprof's scaling by the line's
@@ -270,7 +318,7 @@ typedef struct {
     uint64_t *slot; /* key, value pairs */
     size_t cap, used;
 } map_t;
-static map_t blocks, pages; /* block address -> bucket; page number -> sampled blocks in it */
+static map_t blocks; /* block address -> its bucket and size */
 
 static size_t map_home(const map_t *m, uint64_t key)
 {
@@ -431,29 +479,47 @@ static uint64_t value_size(uint64_t v) { return v & ((1ull << ID_SHIFT) - 1); }
 
 /* ---- recording and forgetting -------------------------------------------- */
 
-static void page_count(void *p, int d)
+/* Live sampled blocks by a hash of their address, written under the lock and
+ * read without it: a free of a block whose count is 0 (most frees that come
+ * here: the other blocks of a marked page) was not sampled, and skips the
+ * lock. A block's count was raised before malloc returned it, so whoever
+ * frees it sees the raise. */
+#define HINT_BITS 12
+static uint32_t hint[1u << HINT_BITS];
+HK_INLINE uint32_t *hint_of(const void *p)
 {
-    uint64_t page = ((uintptr_t)p >> HK_PAGE_SHIFT) + 1; /* never 0 */
-    uint64_t *v = map_add(&pages, page);
-    if (!v)
-        return;
-    uint64_t was = *v;
-    *v += (uint64_t)d;
-    if (was == 0 && *v == 1)
-        hk_refill_page_sampled(p, true);
-    else if (was == 1 && *v == 0) {
-        hk_refill_page_sampled(p, false);
-        map_remove(&pages, page);
-    }
+    return &hint[((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> (64 - HINT_BITS)];
+}
+HK_INLINE void hint_add(const void *p, uint32_t d)
+{
+    uint32_t *h = hint_of(p);
+    __atomic_store_n(h, *h + d, __ATOMIC_RELAXED);
 }
 
 HK_NOINLINE void hk_prof_record(void *p, size_t n)
 {
     void *frames[MAX_FRAMES];
     busy = true;
-    unsigned depth = capture(frames); /* no lock held: glibc's walker takes the loader's */
+    thread_memo_t *m = walk == hk_stack_walk ? memo_get() : NULL;
+    void *f[MAX_FRAMES + 8];
+    bool same = false;
+    /* no lock held: glibc's walker takes the loader's */
+    unsigned raw = m ? hk_stack_walk_memo(f, MAX_FRAMES + 8, &m->stack, &same) : walk(f, MAX_FRAMES + 8);
+    unsigned step = size_step(n);
+    bucket_t *b = same ? m->line[step % MEMO_LINES] : NULL; /* the memo's own: no lock */
+    if (b && b->step != step)
+        b = NULL;
     hk_lock(&lock);
-    bucket_t *b = bucket_for(frames, depth, n);
+    replayed += same;
+    if (!b) {
+        b = bucket_for(frames, own_frames_out(f, raw, frames), n);
+        if (m) {
+            if (!same)
+                for (unsigned i = 0; i < MEMO_LINES; i++)
+                    m->line[i] = NULL;
+            m->line[step % MEMO_LINES] = b;
+        }
+    }
     uint64_t *v = b ? map_add(&blocks, (uintptr_t)p) : NULL;
     if (!v) {
         dropped++;
@@ -463,8 +529,9 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
         b->live_b += n;
         b->alloc_n++;
         b->alloc_b += n;
+        hint_add(p, 1);
         __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
-        page_count(p, 1);
+        hk_refill_page_sampled(p, 1);
     }
     hk_unlock(&lock);
     busy = false;
@@ -473,15 +540,18 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
 bool hk_prof_forget(void *p)
 {
     bool found = false;
+    if (!__atomic_load_n(hint_of(p), __ATOMIC_RELAXED))
+        return false;
     hk_lock(&lock);
     uint64_t *v = map_find(&blocks, (uintptr_t)p);
     if (v) {
         bucket_t *b = value_bucket(*v);
         b->live_n--;
         b->live_b -= value_size(*v);
+        hint_add(p, (uint32_t)-1);
         map_remove(&blocks, (uintptr_t)p);
         __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
-        page_count(p, -1);
+        hk_refill_page_sampled(p, -1);
         found = true;
     }
     hk_unlock(&lock);
@@ -700,7 +770,7 @@ __attribute__((destructor)) static void prof_exit(void)
 void hk_prof_stats(hk_prof_stats_t *st)
 {
     hk_lock(&lock);
-    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_live, .dropped = dropped};
+    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_live, .dropped = dropped, .replayed = replayed};
     hk_unlock(&lock);
 }
 

@@ -90,7 +90,8 @@ int hak_stats_get(struct hak_stats *st)
     /* Each version appends fields: a caller's struct ends where its version's does. */
     size_t size = st->version == 1   ? offsetof(struct hak_stats, prof_mapped)
                   : st->version == 2 ? offsetof(struct hak_stats, guard_mapped)
-                  : st->version == 3 ? sizeof *st
+                  : st->version == 3 ? offsetof(struct hak_stats, prof_replayed)
+                  : st->version == 4 ? sizeof *st
                                      : 0;
     if (!size) {
         errno = EINVAL;
@@ -150,6 +151,8 @@ int hak_stats_get(struct hak_stats *st)
         st->guard_allocs = gst.allocs;
         st->guard_skipped = gst.skipped;
     }
+    if (st->version >= 4)
+        st->prof_replayed = pst.replayed;
     st->returned = __atomic_load_n(&hk_bytes_returned, __ATOMIC_RELAXED);
     strncpy(st->backend, hk_os_mode(), sizeof st->backend - 1);
     read_status(st);
@@ -193,8 +196,9 @@ void hak_stats_print(FILE *out)
             mib(st.live), mib(st.thread_cached), mib(st.central), mib(st.slab_free), st.threads,
             mib(st.mapped), mib(st.returned), mib(st.rss), mib(st.peak_rss), mib(st.hugetlb));
     if (hk_prof_on)
-        fprintf(out, "  heap profiler: %llu sampled blocks live, tables %.1f MiB, %llu samples dropped\n",
-                (unsigned long long)st.prof_live, mib(st.prof_mapped), (unsigned long long)st.prof_dropped);
+        fprintf(out, "  heap profiler: %llu sampled blocks live, tables %.1f MiB, %llu samples dropped, %llu stacks replayed\n",
+                (unsigned long long)st.prof_live, mib(st.prof_mapped), (unsigned long long)st.prof_dropped,
+                (unsigned long long)st.prof_replayed);
     if (hk_guard_on)
         fprintf(out, "  guarded sampling: %llu blocks live, %llu guarded since start, %llu not (every slot in use), "
                      "%.1f MiB mapped\n",

@@ -156,11 +156,12 @@ void hk_refill_drained(void);
 /* Global path for threads without a cache (exited): one block at a time. */
 void *hk_refill_alloc_one(unsigned c);
 void hk_refill_free_one(unsigned c, void *p);
-/* The heap profiler's mark on the 64 KiB page holding p (a live small or
- * medium block): while on, the slab map has the page as HK_SLABMAP_SAMPLED,
- * so free's hit path misses on every block of it; off restores its code.
- * The profiler counts its blocks per page and calls this at 0 <-> 1. */
-void hk_refill_page_sampled(void *p, bool on);
+/* The heap profiler's count of sampled blocks on the 64 KiB page holding p
+ * (a live small or medium block; large blocks are not counted), changed by
+ * d under the profiler's lock: while above 0, the slab map has the page as
+ * HK_SLABMAP_SAMPLED, so free's hit path misses on every block of it; at 0
+ * the page's code is back. */
+void hk_refill_page_sampled(void *p, int d);
 /* Zeroed memory for the floors' own records (thread records): `size`
  * bytes, page-aligned, never given back. NULL when the OS refuses. */
 void *hk_refill_meta(size_t size);

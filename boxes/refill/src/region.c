@@ -396,12 +396,18 @@ void hk_region_fork(int phase)
     }
 }
 
-void hk_refill_page_sampled(void *p, bool on)
+void hk_refill_page_sampled(void *p, int d)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
     if (!ch || ch->kind != HK_CHUNK_REGION)
         return; /* a large block: its free always asks the profiler */
     hk_region_t *rg = (hk_region_t *)ch;
+    uint16_t *count = &rg->sampled_n[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
+    bool was = *count != 0;
+    *count = (uint16_t)(*count + d);
+    bool on = *count != 0;
+    if (on == was)
+        return; /* the mark stays as it is */
     hk_lock(&region_lock);
     hk_page_t *pg = hk_page_of(rg, p);
     pg->sampled = on;
