@@ -203,14 +203,15 @@ void hk_stack_fork(int phase);
  * order. When those words still hold the same values, the walk would take
  * the same steps (each step depends only on its pc and those words) and
  * gives the same frames; the first word that differs falls back to a full
- * walk. Replayed only when every frame is in code never unloaded (the
- * program, libc, the loader, hakmem), so no check of the loader is needed. */
+ * walk. Replayed only when every step was in code never unloaded (the
+ * program and what it needs at start-up, libc, the loader, hakmem), so no
+ * check of the loader is needed. */
 #define HK_STACK_MEMO_READS 176
 #define HK_STACK_MEMO_FRAMES 72
 typedef struct hk_stack_memo {
     uintptr_t sp, fp;
     uint32_t nreads, nframes, max;
-    uint8_t valid, needs_fp;
+    uint8_t valid, needs_fp, mortal;
     uintptr_t addr[HK_STACK_MEMO_READS], val[HK_STACK_MEMO_READS];
     void *frames[HK_STACK_MEMO_FRAMES];
 } hk_stack_memo_t;

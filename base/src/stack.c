@@ -392,6 +392,159 @@ static bool row_for(uintptr_t pc, row_t *row)
     return run_cfi(p, end, &cie, start, pc, row, &initial);
 }
 
+/* ---- code that is never unloaded -------------------------------------------
+ * The program and what it needs at start-up (its DT_NEEDED, and theirs):
+ * the program holds them, so dlclose never unloads them; and the objects
+ * holding hakmem, libc and the loader, with what they need. A walk whose
+ * every step is in these can be replayed without asking the loader whether
+ * anything was unloaded since (hk_stack_walk_memo). An object is found by
+ * address or as the first loaded object of a needed name (a later one of
+ * the same name, from a dlopen by path, is not taken for it); another
+ * namespace's (dlmopen) come after the first namespace's. */
+
+#define PERM_RANGES 64
+#define PERM_NAMES 128
+static uintptr_t perm_lo[PERM_RANGES], perm_hi[PERM_RANGES]; /* sorted; [lo, hi] */
+static unsigned nperm;
+static bool perm_known; /* written under cache_lock, once; read with acquire */
+static struct {
+    char name[48];
+    uintptr_t by; /* the object that answered it, 0 none yet */
+} needs[PERM_NAMES];
+static unsigned nneeds;
+static uintptr_t perm_objs[PERM_NAMES + 4]; /* their dlpi_addr (the program's may be 0) */
+static unsigned nperm_objs;
+
+static const char *base_name(const char *path)
+{
+    const char *b = path;
+    for (const char *s = path; *s; s++)
+        if (*s == '/')
+            b = s + 1;
+    return b;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+static void add_needs(const struct dl_phdr_info *info)
+{
+    const ElfW(Dyn) *dyn = NULL;
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = (const ElfW(Dyn) *)(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    uintptr_t strtab = 0;
+    for (const ElfW(Dyn) *d = dyn; d && d->d_tag != DT_NULL; d++)
+        if (d->d_tag == DT_STRTAB)
+            strtab = d->d_un.d_ptr;
+    if (!strtab)
+        return;
+    if (strtab < info->dlpi_addr) /* not relocated in place (the vDSO's) */
+        strtab += info->dlpi_addr;
+    for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
+        if (d->d_tag != DT_NEEDED)
+            continue;
+        const char *n = (const char *)strtab + d->d_un.d_val;
+        unsigned len = 0;
+        while (n[len] && len < sizeof needs[0].name)
+            len++;
+        if (len == sizeof needs[0].name || nneeds == PERM_NAMES)
+            continue; /* a name too long to keep: its object is not taken */
+        bool known = false;
+        for (unsigned k = 0; k < nneeds && !known; k++)
+            known = same_str(needs[k].name, n);
+        if (!known) {
+            for (unsigned c = 0; c <= len; c++)
+                needs[nneeds].name[c] = n[c];
+            needs[nneeds++].by = 0;
+        }
+    }
+}
+
+static void add_range(uintptr_t lo, uintptr_t hi)
+{
+    if (nperm == PERM_RANGES)
+        return;
+    unsigned i = nperm++;
+    for (; i && perm_lo[i - 1] > lo; i--) {
+        perm_lo[i] = perm_lo[i - 1];
+        perm_hi[i] = perm_hi[i - 1];
+    }
+    perm_lo[i] = lo;
+    perm_hi[i] = hi;
+}
+
+static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    struct { unsigned seen; bool grew; } *pass = arg;
+    bool first = pass->seen++ == 0;
+    for (unsigned k = 0; k < nperm_objs; k++)
+        if (perm_objs[k] == info->dlpi_addr && (k || first))
+            return 0; /* taken in an earlier pass */
+    bool keep = first;
+    const uintptr_t marks[] = {(uintptr_t)hk_stack_walk_memo, (uintptr_t)dl_iterate_phdr,
+                               (uintptr_t)_dl_find_object};
+    for (int i = 0; i < info->dlpi_phnum && !keep; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
+        for (unsigned k = 0; k < sizeof marks / sizeof marks[0]; k++)
+            if (ph->p_type == PT_LOAD && marks[k] >= lo && marks[k] - lo < ph->p_memsz)
+                keep = true;
+    }
+    const char *name = base_name(info->dlpi_name ? info->dlpi_name : "");
+    for (unsigned k = 0; k < nneeds && !keep && name[0]; k++)
+        if (!needs[k].by && same_str(needs[k].name, name)) {
+            needs[k].by = info->dlpi_addr;
+            keep = true;
+        }
+    if (!keep || nperm_objs == sizeof perm_objs / sizeof perm_objs[0])
+        return 0;
+    perm_objs[nperm_objs++] = info->dlpi_addr;
+    pass->grew = true;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
+            add_range(info->dlpi_addr + ph->p_vaddr, info->dlpi_addr + ph->p_vaddr + ph->p_memsz);
+    }
+    add_needs(info);
+    return 0;
+}
+
+/* Under cache_lock, once: passes until no object joins (each pass follows
+ * one more level of needed names). */
+static void find_permanent(void)
+{
+    for (unsigned pass = 0; pass < 16; pass++) {
+        struct { unsigned seen; bool grew; } p = {0, false};
+        dl_iterate_phdr(find_perm, &p);
+        if (!p.grew)
+            break;
+    }
+    __atomic_store_n(&perm_known, true, __ATOMIC_RELEASE);
+}
+
+/* pc in a never-unloaded object's code (a return address may be just past
+ * its object's last byte: [lo, hi]). */
+static bool permanent_pc(uintptr_t pc)
+{
+    if (!__atomic_load_n(&perm_known, __ATOMIC_ACQUIRE))
+        return false;
+    unsigned lo = 0, hi = nperm; /* the last range starting at or below pc */
+    while (hi - lo > 1) {
+        unsigned mid = (lo + hi) / 2;
+        if (perm_lo[mid] <= pc)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return nperm && perm_lo[lo] <= pc && pc <= perm_hi[lo];
+}
+
 /* ---- stepping, and a cache of steps shared by the threads -------------------- */
 
 /* A row as a walk uses it: the return address is at CFA - 8 (where the call
@@ -401,17 +554,20 @@ typedef struct {
     int32_t cfa_off;
     int16_t rbp_off;
     uint8_t cfa_reg;
-    uint8_t how; /* deref | rbp's rule << 1, or END */
+    uint8_t how; /* deref | rbp's rule << 1, | PERM, or END (| PERM) */
 } step_t;
-#define END 0x80 /* the walk stops at this address (outermost frame, or a rule not followed) */
+#define END 0x80  /* the walk stops at this address (outermost frame, or a rule not followed) */
+#define PERM 0x40 /* the address is in code never unloaded */
+#define RULES 0x3f
 
 static HK_NOINLINE step_t step_of(uintptr_t pc)
 {
     row_t r;
+    uint8_t perm = permanent_pc(pc) ? PERM : 0;
     if (!row_for(pc, &r) || r.ra.how != AT_CFA || r.ra.off != -8 || r.rbp.off != (int16_t)r.rbp.off ||
         (r.cfa_reg != REG_RSP && r.cfa_reg != REG_RBP))
-        return (step_t){.how = END};
-    return (step_t){r.cfa_off, (int16_t)r.rbp.off, r.cfa_reg, (uint8_t)(r.deref | r.rbp.how << 1)};
+        return (step_t){.how = END | perm};
+    return (step_t){r.cfa_off, (int16_t)r.rbp.off, r.cfa_reg, (uint8_t)(r.deref | r.rbp.how << 1 | perm)};
 }
 
 /* Direct-mapped by address (16 KiB); a thread that finds it in use walks
@@ -479,9 +635,11 @@ static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, 
     for (bool first = true; n < max; first = false) {
         /* a return address may be just past its function's last call */
         step_t st = step_for(first ? pc : pc - 1, use_cache);
+        if (rec && !(st.how & PERM))
+            rec->mortal = 1; /* a step in code that may be unloaded: no replay */
         if (st.how & END)
             break;
-        unsigned rbp = st.how >> 1;
+        unsigned rbp = (st.how & RULES) >> 1;
         if (rec && (st.cfa_reg == REG_RBP || rbp == AT_RBP)) { /* this step uses fp */
             if (fp_given)
                 rec->needs_fp = 1;
@@ -514,53 +672,6 @@ static unsigned walk_from(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **out, 
     return n;
 }
 
-/* ---- code never unloaded: the program, libc, the loader, hakmem ------------- */
-
-#define PERM_MAX 8
-static uintptr_t perm_lo[PERM_MAX], perm_hi[PERM_MAX];
-static unsigned nperm;
-static bool perm_known; /* read and written under cache_lock */
-
-/* The program (the loader's first object), and the objects holding this
- * code, libc's dl_iterate_phdr and the loader's _dl_find_object: found by
- * address, not name, so that a copy of libc in another namespace (dlmopen),
- * which can be unloaded, is not taken for the one that cannot. */
-static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    unsigned *seen = arg;
-    bool keep = (*seen)++ == 0;
-    const uintptr_t marks[] = {(uintptr_t)hk_stack_walk_memo, (uintptr_t)dl_iterate_phdr,
-                               (uintptr_t)_dl_find_object};
-    for (int i = 0; i < info->dlpi_phnum && !keep; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        uintptr_t lo = info->dlpi_addr + ph->p_vaddr;
-        for (unsigned k = 0; k < sizeof marks / sizeof marks[0]; k++)
-            if (ph->p_type == PT_LOAD && marks[k] >= lo && marks[k] - lo < ph->p_memsz)
-                keep = true;
-    }
-    for (int i = 0; keep && i < info->dlpi_phnum && nperm < PERM_MAX; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
-            perm_lo[nperm] = info->dlpi_addr + ph->p_vaddr;
-            perm_hi[nperm++] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
-        }
-    }
-    return 0;
-}
-
-static bool permanent(void *const *f, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++) {
-        unsigned k = 0;
-        while (k < nperm && ((uintptr_t)f[i] <= perm_lo[k] || (uintptr_t)f[i] > perm_hi[k]))
-            k++; /* a return address may be just past its object's code */
-        if (k == nperm)
-            return false;
-    }
-    return true;
-}
-
 /* ---- walks ------------------------------------------------------------------- */
 
 /* Only a walk holding the cache asks the loader (for an instant, under its
@@ -576,17 +687,11 @@ HK_INLINE unsigned walk_here(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **ou
             cache[i].pc = 0;
         cache_adds = adds;
     }
+    if (use_cache && !perm_known)
+        find_permanent(); /* before any step is cached: each carries its PERM */
     unsigned n = walk_from(pc, sp, fp, out, max, use_cache, rec);
-    if (rec) {
-        if (use_cache && !perm_known) {
-            unsigned seen = 0;
-            dl_iterate_phdr(find_perm, &seen);
-            perm_known = true;
-        }
-        /* without the cache, the ranges may be half written: no replay */
-        rec->valid = use_cache && rec->nreads <= HK_STACK_MEMO_READS && n <= HK_STACK_MEMO_FRAMES &&
-                     permanent(out, n);
-    }
+    if (rec)
+        rec->valid = !rec->mortal && rec->nreads <= HK_STACK_MEMO_READS && n <= HK_STACK_MEMO_FRAMES;
     if (use_cache)
         hk_unlock(&cache_lock);
     return n;
@@ -620,6 +725,7 @@ HK_NOINLINE unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_
     m->valid = 0;
     m->nreads = 0;
     m->needs_fp = 0;
+    m->mortal = 0;
     unsigned n = walk_here(pc, sp, fp, out, max, m);
     if (m->valid) {
         m->sp = sp;
