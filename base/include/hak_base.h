@@ -199,11 +199,11 @@ unsigned hk_stack_walk_signal(uintptr_t pc, uintptr_t sp, uintptr_t fp, void **o
 void hk_stack_fork(int phase);
 
 /* A thread's last walk, kept so that the next walk from the same place can
- * replay it: the registers it began with and every stack word it read, in
- * order. When those words still hold the same values, the walk would take
- * the same steps (each step depends only on its pc and those words) and
- * gives the same frames; the first word that differs falls back to a full
- * walk. Replayed only when every step was in code never unloaded (the
+ * replay it: the registers it began with and every stack word its result
+ * depended on (a saved rbp only once a step used it, at that point). When
+ * those words still hold the same values, the walk would take the same
+ * steps (each step depends only on its pc and those words) and gives the
+ * same frames; the first word that differs falls back to a full walk. Replayed only when every step was in code never unloaded (the
  * program and what it needs at start-up, libc, the loader, hakmem), so no
  * check of the loader is needed. */
 #define HK_STACK_MEMO_READS 176

@@ -478,10 +478,17 @@ static void add_range(uintptr_t lo, uintptr_t hi)
     perm_hi[i] = hi;
 }
 
+/* One pass over the loaded objects: how many seen, the needed names known
+ * when it began, whether an object joined. */
+typedef struct {
+    unsigned seen, needs;
+    bool grew;
+} pass_t;
+
 static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    struct { unsigned seen; bool grew; } *pass = arg;
+    pass_t *pass = arg;
     bool first = pass->seen++ == 0;
     for (unsigned k = 0; k < nperm_objs; k++)
         if (perm_objs[k] == info->dlpi_addr && (k || first))
@@ -497,7 +504,9 @@ static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
                 keep = true;
     }
     const char *name = base_name(info->dlpi_name ? info->dlpi_name : "");
-    for (unsigned k = 0; k < nneeds && !keep && name[0]; k++)
+    /* only the names known when the pass began: each is then matched to the
+     * first loaded object of that name (the list is in load order) */
+    for (unsigned k = 0; k < pass->needs && !keep && name[0]; k++)
         if (!needs[k].by && same_str(needs[k].name, name)) {
             needs[k].by = info->dlpi_addr;
             keep = true;
@@ -520,7 +529,7 @@ static int find_perm(struct dl_phdr_info *info, size_t size, void *arg)
 static void find_permanent(void)
 {
     for (unsigned pass = 0; pass < 16; pass++) {
-        struct { unsigned seen; bool grew; } p = {0, false};
+        pass_t p = {0, nneeds, false};
         dl_iterate_phdr(find_perm, &p);
         if (!p.grew)
             break;

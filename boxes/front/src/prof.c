@@ -243,6 +243,7 @@ static thread_memo_t *memo_get(void)
         m->stack.valid = 0;
         for (unsigned i = 0; i < MEMO_LINES; i++)
             m->line[i] = NULL;
+        hk_tls_join(); /* its exit hook gives the memo back */
     }
     memo = m;
     return m;

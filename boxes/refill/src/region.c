@@ -403,14 +403,21 @@ void hk_refill_page_sampled(void *p, int d)
         return; /* a large block: its free always asks the profiler */
     hk_region_t *rg = (hk_region_t *)ch;
     uint16_t *count = &rg->sampled_n[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
-    uint16_t was = __atomic_fetch_add(count, (uint16_t)d, __ATOMIC_RELAXED);
-    if ((was != 0) == ((uint16_t)(was + d) != 0))
-        return; /* the mark stays as it is */
-    /* Each change across 0 is followed by this, which sets the mark from the
-     * count as it is now: the last one to run has seen the last such change. */
+    /* A change that cannot take the count across 0 needs no lock; one that
+     * may changes the count and the mark together under the region's lock,
+     * so that neither another thread nor a fork child sees them disagree. */
+    uint16_t v = __atomic_load_n(count, __ATOMIC_RELAXED);
+    while (d > 0 ? v >= 1 : v >= 2)
+        if (__atomic_compare_exchange_n(count, &v, (uint16_t)(v + d), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return;
     hk_lock(&region_lock);
+    uint16_t was = __atomic_fetch_add(count, (uint16_t)d, __ATOMIC_RELAXED);
+    bool on = (uint16_t)(was + d) != 0;
+    if (on == (was != 0)) {
+        hk_unlock(&region_lock); /* a change without the lock came first */
+        return;
+    }
     hk_page_t *pg = hk_page_of(rg, p);
-    bool on = __atomic_load_n(count, __ATOMIC_RELAXED) != 0;
     pg->sampled = on;
     unsigned code = hk_page_map_code(pg);
     uint64_t *e = hk_slabmap_slot(p);
