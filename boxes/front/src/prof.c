@@ -532,10 +532,9 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
         b->alloc_b += n;
         hint_add(p, 1);
         __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
+        hk_refill_page_sampled(p, 1);
     }
     hk_unlock(&lock);
-    if (v) /* outside the lock: a page's mark takes the region's */
-        hk_refill_page_sampled(p, 1);
     busy = false;
 }
 
@@ -553,11 +552,10 @@ bool hk_prof_forget(void *p)
         hint_add(p, (uint32_t)-1);
         map_remove(&blocks, (uintptr_t)p);
         __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
+        hk_refill_page_sampled(p, -1);
         found = true;
     }
     hk_unlock(&lock);
-    if (found)
-        hk_refill_page_sampled(p, -1);
     return found;
 }
 

@@ -158,10 +158,11 @@ void *hk_refill_alloc_one(unsigned c);
 void hk_refill_free_one(unsigned c, void *p);
 /* The heap profiler's count of sampled blocks on the 64 KiB page holding p
  * (a live small or medium block; large blocks are not counted), changed by
- * d (+1 before the block is handed out, -1 before it is freed; any thread,
- * no lock needed): while above 0, the slab map has the page as
- * HK_SLABMAP_SAMPLED, so free's hit path misses on every block of it; at 0
- * the page's code is back. */
+ * d (+1 before the block is handed out, -1 before it is freed): while above
+ * 0, the slab map has the page as HK_SLABMAP_SAMPLED, so free's hit path
+ * misses on every block of it; at 0 the page's code is back. Callers hold
+ * one lock of their own around every call (the profiler's, which a fork
+ * also holds: count and mark never disagree in a child); no lock inside. */
 void hk_refill_page_sampled(void *p, int d);
 /* Zeroed memory for the floors' own records (thread records): `size`
  * bytes, page-aligned, never given back. NULL when the OS refuses. */

@@ -46,7 +46,7 @@ typedef struct hk_region {
     struct hk_region *next_avail, *prev_avail; /* its list: regions of the same longest free run */
     uint32_t idle_ms; /* when a span last came back to the region */
     uint8_t longest;  /* its longest run of free pages (0: on no list) */
-    uint16_t sampled_n[HK_PAGES_PER_CHUNK]; /* page i's live sampled blocks (atomic; across 0 under region_lock) */
+    uint16_t sampled_n[HK_PAGES_PER_CHUNK]; /* page i's live sampled blocks (under the profiler's lock) */
 } hk_region_t;
 
 _Static_assert(sizeof(hk_region_t) <= HK_OS_PAGE, "region header must fit one OS page");

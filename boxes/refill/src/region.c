@@ -403,22 +403,17 @@ void hk_refill_page_sampled(void *p, int d)
         return; /* a large block: its free always asks the profiler */
     hk_region_t *rg = (hk_region_t *)ch;
     uint16_t *count = &rg->sampled_n[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
-    /* A change that cannot take the count across 0 needs no lock; one that
-     * may changes the count and the mark together under the region's lock,
-     * so that neither another thread nor a fork child sees them disagree. */
-    uint16_t v = __atomic_load_n(count, __ATOMIC_RELAXED);
-    while (d > 0 ? v >= 1 : v >= 2)
-        if (__atomic_compare_exchange_n(count, &v, (uint16_t)(v + d), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
-            return;
-    hk_lock(&region_lock);
-    uint16_t was = __atomic_fetch_add(count, (uint16_t)d, __ATOMIC_RELAXED);
-    bool on = (uint16_t)(was + d) != 0;
-    if (on == (was != 0)) {
-        hk_unlock(&region_lock); /* a change without the lock came first */
+    uint16_t was = *count;
+    *count = (uint16_t)(was + d);
+    if ((was + d != 0) == (was != 0))
         return;
-    }
+    /* No region lock: p is live, so Box 2 neither builds nor frees its page
+     * now, and the only other writes to its entry are for pages 4 GiB away
+     * sharing it; whichever lands last, free of a block here either misses
+     * the slab map (and asks the profiler: hk_prof_live > 0) or finds the
+     * code written here. */
     hk_page_t *pg = hk_page_of(rg, p);
-    pg->sampled = on;
+    pg->sampled = was == 0;
     unsigned code = hk_page_map_code(pg);
     uint64_t *e = hk_slabmap_slot(p);
     uint64_t key = hk_slabmap_key(p);
@@ -426,7 +421,6 @@ void hk_refill_page_sampled(void *p, int d)
         __atomic_store_n(e, key | code, __ATOMIC_RELEASE);
     else if (__atomic_load_n(e, __ATOMIC_RELAXED) == (key | HK_SLABMAP_SAMPLED))
         __atomic_store_n(e, 0, __ATOMIC_RELEASE);
-    hk_unlock(&region_lock);
 }
 
 void hk_refill_purger_started(void) { __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED); }
