@@ -75,7 +75,7 @@ static HK_NOINLINE void *medium_alloc(size_t n)
     return hk_tls_medium_take(mc, m);
 }
 
-HK_INLINE void *route(size_t n)
+HK_INLINE void *route(hk_tls_t *t, size_t n)
 {
     size_t c;
     if (HK_LIKELY(n <= HK_TINY_MAX)) /* one compare for the commonest sizes */
@@ -88,9 +88,9 @@ HK_INLINE void *route(size_t n)
         bool zeroed;
         return big_alloc(n, 0, &zeroed);
     }
-    void *p = hk_tls_pop(c);
+    void *p = hk_tls_pop(t, c);
     if (HK_LIKELY(p != NULL)) {
-        hk_tls.count[c]++;
+        t->count[c]++;
         return p;
     }
     return small_miss(c);
@@ -103,7 +103,7 @@ static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
     unsigned take = hk_sample_next(n);
     void *p = take & HK_SAMPLE_GUARD ? hk_guard_alloc(n, align) : NULL;
     if (!p)
-        p = route(room);
+        p = route(hk_tls_self(), room);
     if (p && (take & HK_SAMPLE_PROF))
         hk_prof_record(p, n);
     return p;
@@ -113,16 +113,17 @@ static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
  * headroom, an aligned block's rounding): the samplers see n. */
 HK_INLINE void *alloc_as(size_t n, size_t room, size_t align)
 {
-    if (hk_tls_sample_due(n))
+    hk_tls_t *t = hk_tls_self();
+    if (hk_tls_sample_due(t, n))
         return alloc_sampled(n, room, align);
-    return route(room);
+    return route(t, room);
 }
 
 HK_INLINE void *alloc(size_t n) { return alloc_as(n, n, 16); }
 
 /* The countdown for the paths that bypass alloc (big calloc and aligned
  * blocks): which samplers take the block about to be made. */
-HK_INLINE unsigned sample_big(size_t n) { return hk_tls_sample_due(n) ? hk_sample_next(n) : 0; }
+HK_INLINE unsigned sample_big(size_t n) { return hk_tls_sample_due(hk_tls_self(), n) ? hk_sample_next(n) : 0; }
 
 /* big_alloc for a request of n bytes, counted and, when due, sampled. */
 HK_INLINE void *big_alloc_counted(size_t n, size_t align, bool *zeroed)
@@ -294,7 +295,7 @@ HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
         free_double(p);
         return;
     }
-    if (HK_UNLIKELY(!hk_tls_push(c, p)))
+    if (HK_UNLIKELY(!hk_tls_push(hk_tls_self(), c, p)))
         free_overflow(c, p);
 }
 

@@ -329,7 +329,7 @@ void *hk_tls_refill(unsigned c)
         hk_tls_start();
         if (hk_tls.head[c]) { /* a nested malloc during thread start refilled c */
             hk_tls_count_alloc(c);
-            return hk_tls_pop(c);
+            return hk_tls_pop(&hk_tls, c);
         }
     }
     note_use(c, true);
@@ -369,7 +369,7 @@ void *hk_tls_refill(unsigned c)
     if (r)
         r->refill_n[c] = (uint16_t)n;
     hk_tls_count_alloc(c);
-    return hk_tls_pop(c);
+    return hk_tls_pop(&hk_tls, c);
 }
 
 void hk_tls_overflow(unsigned c, void *p)
@@ -377,7 +377,7 @@ void hk_tls_overflow(unsigned c, void *p)
     hk_tls.room[c] = 0; /* the failed push wrapped it */
     if (HK_LIKELY(hk_tls.state == HK_TLS_LIVE)) {
         hk_tls_trim_if_idle();
-        if (hk_tls_push(c, p)) /* the trim emptied the list */
+        if (hk_tls_push(&hk_tls, c, p)) /* the trim emptied the list */
             return;
     }
     if (HK_UNLIKELY(hk_tls.state != HK_TLS_LIVE)) {
@@ -386,7 +386,7 @@ void hk_tls_overflow(unsigned c, void *p)
             return;
         }
         hk_tls_start();
-        if (hk_tls_push(c, p))
+        if (hk_tls_push(&hk_tls, c, p))
             return;
     }
     /* The list is full: grow it if it went from empty to full since the
@@ -403,7 +403,7 @@ void hk_tls_overflow(unsigned c, void *p)
     unsigned cap = lim.cap, batch = lim.batch;
     if (grew && cap > held) {
         hk_tls.room[c] = (uint16_t)(cap - held);
-        hk_tls_push(c, p);
+        hk_tls_push(&hk_tls, c, p);
         return;
     }
     unsigned keep = cap ? cap - 1 : 0;
@@ -417,7 +417,7 @@ void hk_tls_overflow(unsigned c, void *p)
         free_uncached(c, p);
         return;
     }
-    hk_tls_push(c, p);
+    hk_tls_push(&hk_tls, c, p);
 }
 
 unsigned hk_tls_held(unsigned c) { return hk_tls.state == HK_TLS_LIVE ? (unsigned)(hk_tls.cap[c] - hk_tls.room[c]) : 0; }
