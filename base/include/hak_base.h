@@ -216,7 +216,8 @@ typedef struct hk_stack_memo {
     void *frames[HK_STACK_MEMO_FRAMES];
 } hk_stack_memo_t;
 /* hk_stack_walk through m (zeroed at first): *replayed says whether the
- * frames are m's previous ones, unchanged. */
+ * frames are m's previous ones, unchanged; then they are left in m->frames
+ * and out is not written. */
 unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_t *m, bool *replayed);
 
 /* The link of free block b, as every list walk that hands blocks out reads

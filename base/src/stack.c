@@ -724,8 +724,6 @@ HK_NOINLINE unsigned hk_stack_walk_memo(void **out, unsigned max, hk_stack_memo_
         while (i < nr && *(const uintptr_t *)m->addr[i] == m->val[i])
             i++;
         if (i == nr) {
-            for (unsigned k = 0; k < m->nframes; k++)
-                out[k] = m->frames[k];
             *replayed = true;
             return m->nframes;
         }

@@ -120,6 +120,21 @@ static int64_t guard_draw(void)
 
 unsigned hk_sample_next(size_t n)
 {
+    /* The profiler alone, past a thread's first allocation: the interval
+     * that ran out, and the next (the general path below, without the
+     * guard's countdown and mean, which are off). */
+    if (HK_LIKELY(hk_prof_on && !guard_every && rng)) {
+        prof_left -= armed - (int64_t)hk_tls.sample_left;
+        unsigned take = 0;
+        if (prof_left < 0) {
+            if (n && !busy)
+                take = HK_SAMPLE_PROF;
+            prof_left = draw();
+        }
+        armed = prof_left < guard_left ? prof_left : guard_left;
+        hk_tls.sample_left = (uint64_t)armed;
+        return take;
+    }
     hk_init();
     if (!hk_prof_on && !guard_every) {
         /* Out of reach (~2^62 bytes) once set-up is done; until then (an
@@ -362,17 +377,16 @@ static bool map_grow(map_t *m)
     return true;
 }
 
-/* The value slot for key, added as 0 if absent; NULL when out of memory. */
+/* The value slot for key, added as 0 if absent; NULL when out of memory.
+ * Grown first (at most half full after), so one probe finds or places it. */
 static uint64_t *map_add(map_t *m, uint64_t key)
 {
-    uint64_t *v = map_find(m, key);
-    if (v)
-        return v;
     if ((m->used + 1) * 2 > m->cap && !map_grow(m))
         return NULL;
     size_t i = map_home(m, key);
-    while (m->slot[2 * i])
-        i = (i + 1) & (m->cap - 1);
+    for (; m->slot[2 * i]; i = (i + 1) & (m->cap - 1))
+        if (m->slot[2 * i] == key)
+            return &m->slot[2 * i + 1];
     m->slot[2 * i] = key;
     m->slot[2 * i + 1] = 0;
     m->used++;
@@ -513,7 +527,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
     hk_lock(&lock);
     replayed += same;
     if (!b) {
-        b = bucket_for(frames, own_frames_out(f, raw, frames), n);
+        b = bucket_for(frames, own_frames_out(same ? m->stack.frames : f, raw, frames), n);
         if (m) {
             if (!same)
                 for (unsigned i = 0; i < MEMO_LINES; i++)
