@@ -408,15 +408,16 @@ void *hak_realloc(void *p, size_t n)
     if (old > HK_MEDIUM_MAX && n > HK_MEDIUM_MAX && !guarded) {
         hk_chunk_t *ch = hk_chunk_of(p);
         if (ch->kind == HK_CHUNK_LARGE) {
+            uint64_t rec;
+            bool sampled = HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)) && hk_prof_detach(p, &rec);
             void *q = hk_large_resize(ch, p, want);
-            if (q || (want != n && (q = hk_large_resize(ch, p, n)))) {
-                /* Resized in place, the record follows; moved, a new sample. */
-                if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED))) {
-                    if (q == p)
-                        hk_prof_resized(p, n);
-                    else
-                        hk_prof_forget(p);
-                }
+            if (!q && want != n)
+                q = hk_large_resize(ch, p, n);
+            /* Resized in place, the record follows; moved, a new sample;
+             * not resized, the record stays for the copy's free below. */
+            if (sampled)
+                hk_prof_reattach(rec, q == p || !q ? p : NULL, q ? n : hk_prof_size(rec));
+            if (q) {
                 if (q != p && (sample_big(n) & HK_SAMPLE_PROF))
                     hk_prof_record(q, n);
                 return q;

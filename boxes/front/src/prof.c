@@ -111,6 +111,15 @@ static __thread float size_inv __attribute__((tls_model("initial-exec")));
 static __thread uint32_t stops __attribute__((tls_model("initial-exec")));
 static float process_size_inv = 1.0f / 64;
 
+/* Bytes allocated since the countdown was armed: unsigned, since a request
+ * near 2^64 (one that fails) wraps it, and capped so that subtracting it
+ * from an interval (at most ~2^62) cannot overflow. */
+static int64_t consumed_since_armed(void)
+{
+    uint64_t c = (uint64_t)armed - hk_tls.sample_left;
+    return c > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)c;
+}
+
 static int64_t guard_draw(void)
 {
     if (guard_every <= 1)
@@ -124,7 +133,7 @@ unsigned hk_sample_next(size_t n)
      * that ran out, and the next (the general path below, without the
      * guard's countdown and mean, which are off). */
     if (HK_LIKELY(hk_prof_on && !guard_every && rng)) {
-        prof_left -= armed - (int64_t)hk_tls.sample_left;
+        prof_left -= consumed_since_armed();
         unsigned take = 0;
         if (prof_left < 0) {
             if (n && !busy)
@@ -150,12 +159,15 @@ unsigned hk_sample_next(size_t n)
         __atomic_load(&process_size_inv, &size_inv, __ATOMIC_RELAXED);
         prof_left = hk_prof_on ? draw() : INT64_MAX / 2;
         guard_left = guard_every ? guard_draw() : INT64_MAX / 2;
-        consumed = (int64_t)n;
+        consumed = n > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)n;
     } else {
-        consumed = armed - (int64_t)hk_tls.sample_left;
+        consumed = consumed_since_armed();
     }
-    prof_left -= consumed;
-    guard_left -= consumed;
+    /* an interval of a sampler that is off stays out of reach: never drawn again */
+    if (hk_prof_on)
+        prof_left -= consumed;
+    if (guard_every)
+        guard_left -= consumed;
     unsigned take = 0;
     /* the profiler's own allocations (busy) are never sampled: new intervals */
     if (prof_left < 0) {
@@ -582,6 +594,40 @@ void hk_prof_resized(void *p, size_t n)
         bucket_t *b = value_bucket(*v);
         b->live_b = b->live_b - value_size(*v) + n;
         *v = block_value(*v >> ID_SHIFT, n);
+    }
+    hk_unlock(&lock);
+}
+
+bool hk_prof_detach(void *p, uint64_t *rec)
+{
+    hk_lock(&lock);
+    uint64_t *v = map_find(&blocks, (uintptr_t)p);
+    if (v) { /* the line keeps counting the block until it is reattached */
+        *rec = *v;
+        hint_add(p, (uint32_t)-1);
+        map_remove(&blocks, (uintptr_t)p);
+        __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
+    }
+    hk_unlock(&lock);
+    return v != NULL;
+}
+
+size_t hk_prof_size(uint64_t rec) { return (size_t)value_size(rec); }
+
+void hk_prof_reattach(uint64_t rec, void *at, size_t n)
+{
+    hk_lock(&lock);
+    bucket_t *b = value_bucket(rec);
+    uint64_t *v = at ? map_add(&blocks, (uintptr_t)at) : NULL;
+    b->live_b -= value_size(rec);
+    if (v) {
+        *v = block_value(rec >> ID_SHIFT, n);
+        b->live_b += n;
+        hint_add(at, 1);
+        __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
+    } else {
+        b->live_n--;
+        dropped += at != NULL; /* no room in the block map: no longer followed */
     }
     hk_unlock(&lock);
 }
