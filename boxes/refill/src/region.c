@@ -335,8 +335,9 @@ void hk_span_free(hk_page_t *first)
         uintptr_t page = (uintptr_t)ch + ((uintptr_t)(at + i) << HK_PAGE_SHIFT);
         uint64_t *e = hk_slabmap_slot((void *)page);
         unsigned code = hk_page_map_code(&ch->page[at + i]);
-        if (code && __atomic_load_n(e, __ATOMIC_RELAXED) == (hk_slabmap_key((void *)page) | code))
-            __atomic_store_n(e, 0, __ATOMIC_RELEASE);
+        uint64_t mine = hk_slabmap_key((void *)page) | code;
+        if (code) /* a CAS: the profiler may be marking a page sharing the entry */
+            __atomic_compare_exchange_n(e, &mine, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
         memset(&ch->page[at + i], 0, sizeof(hk_page_t));
         ch->page[at + i].idle_ms = now; /* a free page: when it became free */
     }
@@ -417,10 +418,11 @@ void hk_refill_page_sampled(void *p, int d)
     unsigned code = hk_page_map_code(pg);
     uint64_t *e = hk_slabmap_slot(p);
     uint64_t key = hk_slabmap_key(p);
+    uint64_t mine = key | HK_SLABMAP_SAMPLED;
     if (code)
         __atomic_store_n(e, key | code, __ATOMIC_RELEASE);
-    else if (__atomic_load_n(e, __ATOMIC_RELAXED) == (key | HK_SLABMAP_SAMPLED))
-        __atomic_store_n(e, 0, __ATOMIC_RELEASE);
+    else /* a CAS: a page sharing the entry may be taking it under the region's lock */
+        __atomic_compare_exchange_n(e, &mine, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
 void hk_refill_purger_started(void) { __atomic_store_n(&hk_refill_purger, 1, __ATOMIC_RELAXED); }
