@@ -416,7 +416,7 @@ void *hak_realloc(void *p, size_t n)
             /* Resized in place, the record follows; moved, a new sample;
              * not resized, the record stays for the copy's free below. */
             if (sampled)
-                hk_prof_reattach(rec, q == p || !q ? p : NULL, q ? n : hk_prof_size(rec));
+                hk_prof_reattach(rec, q == p || !q ? p : NULL, q ? n : 0);
             if (q) {
                 if (q != p && (sample_big(n) & HK_SAMPLE_PROF))
                     hk_prof_record(q, n);

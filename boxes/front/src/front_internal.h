@@ -92,11 +92,10 @@ void hk_prof_resized(void *p, size_t n);
 /* A large block about to be resized by moving its pages: its record (if it
  * has one: true) comes off first, since once moved, its old range may be
  * mapped again by another thread before realloc returns. reattach puts the
- * record on `at` (the block resized in place to n bytes, or not resized)
+ * record on `at` (the block resized in place to n bytes; n 0: not resized)
  * or, with at NULL (it moved), drops it. */
 bool hk_prof_detach(void *p, uint64_t *rec);
 void hk_prof_reattach(uint64_t rec, void *at, size_t n);
-size_t hk_prof_size(uint64_t rec); /* the request a record holds */
 void hk_prof_fork(int phase);
 /* A thread's exit: its walk memo goes back for the next thread. */
 void hk_prof_thread_exit(void);

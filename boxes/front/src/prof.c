@@ -120,6 +120,28 @@ static int64_t consumed_since_armed(void)
     return c > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)c;
 }
 
+/* The profiler's interval at a stop, consumed bytes on: whether it takes
+ * this allocation (never one of its own: busy), and the next interval,
+ * drawn from the end of this block (memoryless). Off, its interval stays
+ * out of reach. */
+HK_INLINE unsigned prof_stop(size_t n, int64_t consumed)
+{
+    if (!hk_prof_on)
+        return 0;
+    prof_left -= consumed;
+    if (prof_left >= 0)
+        return 0;
+    prof_left = draw();
+    return n && !busy ? HK_SAMPLE_PROF : 0;
+}
+
+/* Arms the countdown with the nearer of the two samplers' next points. */
+HK_INLINE void arm(void)
+{
+    armed = prof_left < guard_left ? prof_left : guard_left;
+    hk_tls.sample_left = (uint64_t)armed;
+}
+
 static int64_t guard_draw(void)
 {
     if (guard_every <= 1)
@@ -133,15 +155,8 @@ unsigned hk_sample_next(size_t n)
      * that ran out, and the next (the general path below, without the
      * guard's countdown and mean, which are off). */
     if (HK_LIKELY(hk_prof_on && !guard_every && rng)) {
-        prof_left -= consumed_since_armed();
-        unsigned take = 0;
-        if (prof_left < 0) {
-            if (n && !busy)
-                take = HK_SAMPLE_PROF;
-            prof_left = draw();
-        }
-        armed = prof_left < guard_left ? prof_left : guard_left;
-        hk_tls.sample_left = (uint64_t)armed;
+        unsigned take = prof_stop(n, consumed_since_armed());
+        arm();
         return take;
     }
     hk_init();
@@ -163,18 +178,9 @@ unsigned hk_sample_next(size_t n)
     } else {
         consumed = consumed_since_armed();
     }
-    /* an interval of a sampler that is off stays out of reach: never drawn again */
-    if (hk_prof_on)
-        prof_left -= consumed;
-    if (guard_every)
+    if (guard_every) /* off, its interval stays out of reach: never drawn again */
         guard_left -= consumed;
-    unsigned take = 0;
-    /* the profiler's own allocations (busy) are never sampled: new intervals */
-    if (prof_left < 0) {
-        if (n && !busy)
-            take |= HK_SAMPLE_PROF;
-        prof_left = draw(); /* from the end of this block: memoryless */
-    }
+    unsigned take = prof_stop(n, consumed);
     if (guard_every) {
         /* a thread's first allocation is not a stop: not picked by its size */
         if (!first) {
@@ -188,8 +194,7 @@ unsigned hk_sample_next(size_t n)
             guard_left = guard_draw();
         }
     }
-    armed = prof_left < guard_left ? prof_left : guard_left;
-    hk_tls.sample_left = (uint64_t)armed;
+    arm();
     return take;
 }
 
@@ -564,22 +569,38 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
     busy = false;
 }
 
+/* Under the lock: takes p's record out of the block map (its line still
+ * counts the block), true if it had one. */
+static bool unmap_record(void *p, uint64_t *val)
+{
+    uint64_t *v = map_find(&blocks, (uintptr_t)p);
+    if (!v)
+        return false;
+    *val = *v;
+    hint_add(p, (uint32_t)-1);
+    map_remove(&blocks, (uintptr_t)p);
+    __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Under the lock: the block of record val is gone, its line stops counting it. */
+static void line_drop(uint64_t val)
+{
+    bucket_t *b = value_bucket(val);
+    b->live_n--;
+    b->live_b -= value_size(val);
+}
+
 bool hk_prof_forget(void *p)
 {
-    bool found = false;
     if (!__atomic_load_n(hint_of(p), __ATOMIC_RELAXED))
         return false;
+    uint64_t val;
     hk_lock(&lock);
-    uint64_t *v = map_find(&blocks, (uintptr_t)p);
-    if (v) {
-        bucket_t *b = value_bucket(*v);
-        b->live_n--;
-        b->live_b -= value_size(*v);
-        hint_add(p, (uint32_t)-1);
-        map_remove(&blocks, (uintptr_t)p);
-        __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
+    bool found = unmap_record(p, &val);
+    if (found) {
+        line_drop(val);
         hk_refill_page_sampled(p, -1);
-        found = true;
     }
     hk_unlock(&lock);
     return found;
@@ -601,32 +622,24 @@ void hk_prof_resized(void *p, size_t n)
 bool hk_prof_detach(void *p, uint64_t *rec)
 {
     hk_lock(&lock);
-    uint64_t *v = map_find(&blocks, (uintptr_t)p);
-    if (v) { /* the line keeps counting the block until it is reattached */
-        *rec = *v;
-        hint_add(p, (uint32_t)-1);
-        map_remove(&blocks, (uintptr_t)p);
-        __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
-    }
+    bool found = unmap_record(p, rec);
     hk_unlock(&lock);
-    return v != NULL;
+    return found;
 }
-
-size_t hk_prof_size(uint64_t rec) { return (size_t)value_size(rec); }
 
 void hk_prof_reattach(uint64_t rec, void *at, size_t n)
 {
     hk_lock(&lock);
-    bucket_t *b = value_bucket(rec);
     uint64_t *v = at ? map_add(&blocks, (uintptr_t)at) : NULL;
-    b->live_b -= value_size(rec);
     if (v) {
-        *v = block_value(rec >> ID_SHIFT, n);
-        b->live_b += n;
+        size_t size = n ? n : value_size(rec);
+        bucket_t *b = value_bucket(rec);
+        b->live_b = b->live_b - value_size(rec) + size;
+        *v = block_value(rec >> ID_SHIFT, size);
         hint_add(at, 1);
         __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
     } else {
-        b->live_n--;
+        line_drop(rec);
         dropped += at != NULL; /* no room in the block map: no longer followed */
     }
     hk_unlock(&lock);
