@@ -396,7 +396,7 @@ static bool map_grow(map_t *m)
 
 /* The value slot for key, added as 0 if absent; NULL when out of memory.
  * Grown first (at most half full after), so one probe finds or places it. */
-static uint64_t *map_add(map_t *m, uint64_t key)
+HK_INLINE uint64_t *map_add(map_t *m, uint64_t key)
 {
     if ((m->used + 1) * 2 > m->cap && !map_grow(m))
         return NULL;
@@ -571,7 +571,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
 
 /* Under the lock: takes p's record out of the block map (its line still
  * counts the block), true if it had one. */
-static bool unmap_record(void *p, uint64_t *val)
+HK_INLINE bool unmap_record(void *p, uint64_t *val)
 {
     uint64_t *v = map_find(&blocks, (uintptr_t)p);
     if (!v)
