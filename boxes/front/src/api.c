@@ -315,10 +315,22 @@ HK_INLINE void free_paged(void *p)
     free_small(pg, pg->cls, p);
 }
 
-/* A block of a page the profiler marked, or any block the page map must
- * find while sampled blocks are live: its record goes first. */
-static HK_NOINLINE void free_sampled(void *p)
+/* A block of a page the profiler marked (code c), or any block the page
+ * map must find while sampled blocks are live: its record goes first. A
+ * marked entry had p's page, a region's that a live sampled block holds:
+ * its record is found without the page map walk. */
+static HK_NOINLINE void free_sampled(void *p, uint64_t c)
 {
+    if (HK_LIKELY(c == HK_SLABMAP_SAMPLED)) {
+        hk_prof_forget(p);
+        hk_page_face_t *pg = hk_slabmap_face(p);
+        if (pg->cls == 0) {
+            free_big(hk_slabmap_chunk(p), p);
+            return;
+        }
+        free_small(pg, pg->cls, p);
+        return;
+    }
     if (p)
         hk_prof_forget(p);
     free_paged(p);
@@ -335,7 +347,7 @@ static HK_NOINLINE void free_lookup(void *p, uint64_t c)
         return;
     }
     if (HK_UNLIKELY(c == HK_SLABMAP_SAMPLED || __atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED))) {
-        free_sampled(p);
+        free_sampled(p, c);
         return;
     }
     free_paged(p);

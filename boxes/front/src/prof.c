@@ -73,7 +73,7 @@ static double draw_scale; /* ln 2 x rate */
 /* Bytes to the next point of an exponential process whose mean is
  * scale / ln 2: -ln u for u = r / 2^64 is (lz + 1 - log2 m) ln 2, with lz
  * r's leading zeros and m in [1, 2) its digits from the leading one. */
-static int64_t draw_scaled(double scale)
+HK_INLINE int64_t draw_scaled(double scale)
 {
     uint64_t r = next_random() | 1;
     unsigned lz = (unsigned)__builtin_clzll(r);
@@ -87,7 +87,7 @@ static int64_t draw_scaled(double scale)
 
 /* Bytes to the next sample: exponential with mean `rate` (every byte equally
  * likely to be the one sampled), 0 at rate 1 (every block). */
-static int64_t draw(void) { return rate <= 1 ? 0 : draw_scaled(draw_scale); }
+HK_INLINE int64_t draw(void) { return rate <= 1 ? 0 : draw_scaled(draw_scale); }
 
 /* ---- the countdown, shared by the profiler and guarded sampling ---------------
  * hk_tls.sample_left runs down by each allocation's size; it is armed with
@@ -149,16 +149,8 @@ static int64_t guard_draw(void)
     return draw_scaled(0.6931471805599453 * (double)guard_every / (double)size_inv);
 }
 
-unsigned hk_sample_next(size_t n)
+static HK_NOINLINE unsigned sample_next_general(size_t n)
 {
-    /* The profiler alone, past a thread's first allocation: the interval
-     * that ran out, and the next (the general path below, without the
-     * guard's countdown and mean, which are off). */
-    if (HK_LIKELY(hk_prof_on && !guard_every && rng)) {
-        unsigned take = prof_stop(n, consumed_since_armed());
-        arm();
-        return take;
-    }
     hk_init();
     if (!hk_prof_on && !guard_every) {
         /* Out of reach (~2^62 bytes) once set-up is done; until then (an
@@ -196,6 +188,19 @@ unsigned hk_sample_next(size_t n)
     }
     arm();
     return take;
+}
+
+unsigned hk_sample_next(size_t n)
+{
+    /* The profiler alone, past a thread's first allocation: the interval
+     * that ran out, and the next (the general path, without the guard's
+     * countdown and mean, which are off). A leaf: no registers to save. */
+    if (HK_LIKELY(hk_prof_on && !guard_every && rng)) {
+        unsigned take = prof_stop(n, consumed_since_armed());
+        arm();
+        return take;
+    }
+    return sample_next_general(n);
 }
 
 /* ---- stacks ----------------------------------------------------------------- */
@@ -410,11 +415,9 @@ HK_INLINE uint64_t *map_add(map_t *m, uint64_t key)
     return &m->slot[2 * i + 1];
 }
 
-static void map_remove(map_t *m, uint64_t key)
+/* Removes the entry whose value slot map_find gave. */
+static void map_remove_at(map_t *m, uint64_t *v)
 {
-    uint64_t *v = map_find(m, key);
-    if (!v)
-        return;
     size_t i = (size_t)(v - 1 - m->slot) / 2, mask = m->cap - 1;
     for (size_t j = (i + 1) & mask; m->slot[2 * j]; j = (j + 1) & mask) {
         size_t h = map_home(m, m->slot[2 * j]);
@@ -578,7 +581,7 @@ HK_INLINE bool unmap_record(void *p, uint64_t *val)
         return false;
     *val = *v;
     hint_add(p, (uint32_t)-1);
-    map_remove(&blocks, (uintptr_t)p);
+    map_remove_at(&blocks, v);
     __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
     return true;
 }
