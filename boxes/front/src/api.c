@@ -346,7 +346,7 @@ static HK_NOINLINE void free_lookup(void *p, uint64_t c)
         free_medium((unsigned)(c - HK_SLABMAP_MEDIUM), p);
         return;
     }
-    if (HK_UNLIKELY(c == HK_SLABMAP_SAMPLED || __atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED))) {
+    if (HK_UNLIKELY(c == HK_SLABMAP_SAMPLED || __atomic_load_n(&hk_prof_hot.live, __ATOMIC_RELAXED))) {
         free_sampled(p, c);
         return;
     }
@@ -399,7 +399,7 @@ void *hak_realloc(void *p, size_t n)
     /* a guarded block always moves: its usable size is its request */
     bool guarded = HK_UNLIKELY(hk_guard_on) && maybe_guarded(p);
     if (n <= old && n >= old / 2 && !guarded) {
-        if (HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)))
+        if (HK_UNLIKELY(__atomic_load_n(&hk_prof_hot.live, __ATOMIC_RELAXED)))
             hk_prof_resized(p, n);
         return p;
     }
@@ -421,7 +421,7 @@ void *hak_realloc(void *p, size_t n)
         hk_chunk_t *ch = hk_chunk_of(p);
         if (ch->kind == HK_CHUNK_LARGE) {
             uint64_t rec;
-            bool sampled = HK_UNLIKELY(__atomic_load_n(&hk_prof_live, __ATOMIC_RELAXED)) && hk_prof_detach(p, &rec);
+            bool sampled = HK_UNLIKELY(__atomic_load_n(&hk_prof_hot.live, __ATOMIC_RELAXED)) && hk_prof_detach(p, &rec);
             void *q = hk_large_resize(ch, p, want);
             if (!q && want != n)
                 q = hk_large_resize(ch, p, n);

@@ -74,8 +74,15 @@ typedef struct hk_prof_config {
 } hk_prof_config_t;
 void hk_prof_configure(const hk_prof_config_t *cfg);
 extern HK_HIDDEN bool hk_prof_on;
-/* Live sampled blocks; free's slow path asks the profiler only while > 0. */
-extern HK_HIDDEN size_t hk_prof_live;
+/* What every sample writes: the count of live sampled blocks (free's slow
+ * paths ask the profiler only while it is above 0) and the profiler's lock,
+ * on a cache line of their own, so that one thread's samples do not take
+ * from the others the line their countdowns read (hk_prof_on). */
+typedef struct {
+    size_t live;
+    hk_lock_t lock;
+} __attribute__((aligned(64))) hk_prof_hot_t;
+extern HK_HIDDEN hk_prof_hot_t hk_prof_hot;
 /* A thread's countdown ran out (hk_tls_sample_due) on an allocation of n
  * bytes: sets the next one, says which samplers take this allocation. */
 enum { HK_SAMPLE_PROF = 1, HK_SAMPLE_GUARD = 2 };

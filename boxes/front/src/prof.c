@@ -17,11 +17,10 @@
 #define MEMORY_MAX ((size_t)1 << 30)
 
 bool hk_prof_on;
-size_t hk_prof_live; /* live sampled blocks: free's slow path asks only while > 0 */
+hk_prof_hot_t hk_prof_hot = {.lock = HK_LOCK_INIT};
 static uint64_t rate = (uint64_t)2 << 20, seed;
 static bool seeded;
 static char prefix[1024];
-static hk_lock_t lock = HK_LOCK_INIT;
 static uintptr_t own_lo, own_hi; /* hakmem's code, whose frames a stack leaves out */
 static unsigned own_skip;        /* statically linked: frames to leave out instead */
 /* The stack walker: base's (hk_stack_walk), or glibc's backtrace where it
@@ -270,12 +269,12 @@ static thread_memo_t *memo_get(void)
     thread_memo_t *m = memo;
     if (HK_LIKELY(m != NULL))
         return m == MEMO_GONE ? NULL : m;
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     if ((m = spare_memos))
         spare_memos = m->next;
     else
         m = reserve(MEMO_BYTES);
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
     if (m) {
         m->stack.valid = 0;
         for (unsigned i = 0; i < MEMO_LINES; i++)
@@ -291,10 +290,10 @@ void hk_prof_thread_exit(void)
     thread_memo_t *m = memo;
     memo = MEMO_GONE;
     if (m && m != MEMO_GONE) {
-        hk_lock(&lock);
+        hk_lock(&hk_prof_hot.lock);
         m->next = spare_memos;
         spare_memos = m;
-        hk_unlock(&lock);
+        hk_unlock(&hk_prof_hot.lock);
     }
 }
 
@@ -544,7 +543,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
     bucket_t *b = same ? m->line[step % MEMO_LINES] : NULL; /* the memo's own: no lock */
     if (b && b->step != step)
         b = NULL;
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     replayed += same;
     if (!b) {
         b = bucket_for(frames, own_frames_out(same ? m->stack.frames : f, raw, frames), n);
@@ -565,10 +564,10 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
         b->alloc_n++;
         b->alloc_b += n;
         hint_add(p, 1);
-        __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live + 1, __ATOMIC_RELAXED);
         hk_refill_page_sampled(p, 1);
     }
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
     busy = false;
 }
 
@@ -582,7 +581,7 @@ HK_INLINE bool unmap_record(void *p, uint64_t *val)
     *val = *v;
     hint_add(p, (uint32_t)-1);
     map_remove_at(&blocks, v);
-    __atomic_store_n(&hk_prof_live, hk_prof_live - 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live - 1, __ATOMIC_RELAXED);
     return true;
 }
 
@@ -599,19 +598,19 @@ bool hk_prof_forget(void *p)
     if (!__atomic_load_n(hint_of(p), __ATOMIC_RELAXED))
         return false;
     uint64_t val;
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     bool found = unmap_record(p, &val);
     if (found) {
         line_drop(val);
         hk_refill_page_sampled(p, -1);
     }
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
     return found;
 }
 
 void hk_prof_resized(void *p, size_t n)
 {
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     uint64_t *v = map_find(&blocks, (uintptr_t)p);
     if (v) {
         /* The block's line keeps its allocation; its live bytes follow. */
@@ -619,20 +618,20 @@ void hk_prof_resized(void *p, size_t n)
         b->live_b = b->live_b - value_size(*v) + n;
         *v = block_value(*v >> ID_SHIFT, n);
     }
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
 }
 
 bool hk_prof_detach(void *p, uint64_t *rec)
 {
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     bool found = unmap_record(p, rec);
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
     return found;
 }
 
 void hk_prof_reattach(uint64_t rec, void *at, size_t n)
 {
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     uint64_t *v = at ? map_add(&blocks, (uintptr_t)at) : NULL;
     if (v) {
         size_t size = n ? n : value_size(rec);
@@ -640,12 +639,12 @@ void hk_prof_reattach(uint64_t rec, void *at, size_t n)
         b->live_b = b->live_b - value_size(rec) + size;
         *v = block_value(rec >> ID_SHIFT, size);
         hint_add(at, 1);
-        __atomic_store_n(&hk_prof_live, hk_prof_live + 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live + 1, __ATOMIC_RELAXED);
     } else {
         line_drop(rec);
         dropped += at != NULL; /* no room in the block map: no longer followed */
     }
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
 }
 
 /* ---- the heap file ---------------------------------------------------------- */
@@ -765,13 +764,13 @@ int hak_prof_dump(const char *path)
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    hk_lock(&lock);
+    hk_lock(&hk_prof_hot.lock);
     dump_out.fd = fd;
     dump_out.failed = false;
     dump_out.n = 0;
     write_profile(&dump_out);
     bool failed = dump_out.failed;
-    hk_unlock(&lock);
+    hk_unlock(&hk_prof_hot.lock);
     if (close(fd) != 0 || failed) {
         errno = EIO;
         return -1;
@@ -828,12 +827,12 @@ __attribute__((destructor)) static void prof_exit(void)
         hk_line_str(&l, path);
     } else {
         uint64_t raw;
-        hk_lock(&lock);
+        hk_lock(&hk_prof_hot.lock);
         uint64_t est = live_estimate(&raw);
-        hk_unlock(&lock);
+        hk_unlock(&hk_prof_hot.lock);
         hk_line_str(&l, "heap profile ");
         hk_line_str(&l, path);
-        hk_line_kv(&l, ": ", hk_prof_live);
+        hk_line_kv(&l, ": ", hk_prof_hot.live);
         hk_line_kv(&l, " sampled blocks still live (", raw);
         hk_line_kv(&l, " B sampled, about ", est);
         hk_line_str(&l, " B)");
@@ -846,9 +845,9 @@ __attribute__((destructor)) static void prof_exit(void)
 
 void hk_prof_stats(hk_prof_stats_t *st)
 {
-    hk_lock(&lock);
-    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_live, .dropped = dropped, .replayed = replayed};
-    hk_unlock(&lock);
+    hk_lock(&hk_prof_hot.lock);
+    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_hot.live, .dropped = dropped, .replayed = replayed};
+    hk_unlock(&hk_prof_hot.lock);
 }
 
 /* ---- set-up and fork ---------------------------------------------------------- */
@@ -903,9 +902,9 @@ void hk_prof_fork(int phase)
 {
     if (phase == HK_FORK_PREPARE) {
         hk_stack_fork(phase); /* first: a walk waits on nothing of ours */
-        hk_lock(&lock);
+        hk_lock(&hk_prof_hot.lock);
     } else {
-        hk_lock_fork(&lock, phase); /* the child keeps the records: its inherited blocks are live there */
+        hk_lock_fork(&hk_prof_hot.lock, phase); /* the child keeps the records: its inherited blocks are live there */
         hk_stack_fork(phase);
     }
 }

@@ -411,7 +411,7 @@ void hk_refill_page_sampled(void *p, int d)
     /* No region lock: p is live, so Box 2 neither builds nor frees its page
      * now, and the only other writes to its entry are for pages 4 GiB away
      * sharing it; whichever lands last, free of a block here either misses
-     * the slab map (and asks the profiler: hk_prof_live > 0) or finds the
+     * the slab map (and asks the profiler while samples live) or finds the
      * code written here. */
     hk_page_t *pg = hk_page_of(rg, p);
     pg->sampled = was == 0;
