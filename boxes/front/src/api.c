@@ -317,12 +317,13 @@ HK_INLINE void free_paged(void *p)
 
 /* A block of a page the profiler marked (code c), or any block the page
  * map must find while sampled blocks are live: its record goes first. A
- * marked entry had p's page, a region's that a live sampled block holds:
- * its record is found without the page map walk. */
+ * block whose record was found is live, so its region stays, and on a
+ * marked page its page record is found through the slab map; anything else
+ * (the page's other blocks, a second free) takes the page map walk, which
+ * also tells a region released meanwhile. */
 static HK_NOINLINE void free_sampled(void *p, uint64_t c)
 {
-    if (HK_LIKELY(c == HK_SLABMAP_SAMPLED)) {
-        hk_prof_forget(p);
+    if (p && hk_prof_forget(p) && c == HK_SLABMAP_SAMPLED) {
         hk_page_face_t *pg = hk_slabmap_face(p);
         if (pg->cls == 0) {
             free_big(hk_slabmap_chunk(p), p);
@@ -331,8 +332,6 @@ static HK_NOINLINE void free_sampled(void *p, uint64_t c)
         free_small(pg, pg->cls, p);
         return;
     }
-    if (p)
-        hk_prof_forget(p);
     free_paged(p);
 }
 
