@@ -28,7 +28,7 @@ static unsigned own_skip;        /* statically linked: frames to leave out inste
  * follows every DWARF rule; ours stops at the rare ones, docs/profiling.md). */
 static unsigned (*walk)(void **, unsigned) = hk_stack_walk;
 static const char *walker = "hakmem's (.eh_frame)";
-static uint64_t threads_seen, dropped, mapped, replayed;
+static uint64_t threads_seen, dropped, mapped;
 
 static __thread uint64_t rng __attribute__((tls_model("initial-exec")));
 static __thread bool busy __attribute__((tls_model("initial-exec")));
@@ -355,7 +355,13 @@ typedef struct {
     uint64_t *slot; /* key, value pairs */
     size_t cap, used;
 } map_t;
-static map_t blocks; /* block address -> its bucket and size */
+/* Written at every sample, under the lock: a line of their own, like
+ * hk_prof_hot and the hints, so that nothing every allocation reads shares
+ * a line with them. */
+static struct {
+    map_t blocks;      /* block address -> its bucket and size */
+    uint64_t replayed; /* samples whose stack was a replayed walk */
+} __attribute__((aligned(64))) sampled;
 
 static size_t map_home(const map_t *m, uint64_t key)
 {
@@ -519,7 +525,7 @@ static uint64_t value_size(uint64_t v) { return v & ((1ull << ID_SHIFT) - 1); }
  * lock. A block's count was raised before malloc returned it, so whoever
  * frees it sees the raise. */
 #define HINT_BITS 12
-static uint32_t hint[1u << HINT_BITS];
+static uint32_t hint[1u << HINT_BITS] __attribute__((aligned(64)));
 HK_INLINE uint32_t *hint_of(const void *p)
 {
     return &hint[((uintptr_t)p >> 4) * 0x9e3779b97f4a7c15ull >> (64 - HINT_BITS)];
@@ -544,7 +550,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
     if (b && b->step != step)
         b = NULL;
     hk_lock(&hk_prof_hot.lock);
-    replayed += same;
+    sampled.replayed += same;
     if (!b) {
         b = bucket_for(frames, own_frames_out(same ? m->stack.frames : f, raw, frames), n);
         if (m) {
@@ -554,7 +560,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
             m->line[step % MEMO_LINES] = b;
         }
     }
-    uint64_t *v = b ? map_add(&blocks, (uintptr_t)p) : NULL;
+    uint64_t *v = b ? map_add(&sampled.blocks, (uintptr_t)p) : NULL;
     if (!v) {
         dropped++;
     } else {
@@ -575,12 +581,12 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
  * counts the block), true if it had one. */
 HK_INLINE bool unmap_record(void *p, uint64_t *val)
 {
-    uint64_t *v = map_find(&blocks, (uintptr_t)p);
+    uint64_t *v = map_find(&sampled.blocks, (uintptr_t)p);
     if (!v)
         return false;
     *val = *v;
     hint_add(p, (uint32_t)-1);
-    map_remove_at(&blocks, v);
+    map_remove_at(&sampled.blocks, v);
     __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live - 1, __ATOMIC_RELAXED);
     return true;
 }
@@ -611,7 +617,7 @@ bool hk_prof_forget(void *p)
 void hk_prof_resized(void *p, size_t n)
 {
     hk_lock(&hk_prof_hot.lock);
-    uint64_t *v = map_find(&blocks, (uintptr_t)p);
+    uint64_t *v = map_find(&sampled.blocks, (uintptr_t)p);
     if (v) {
         /* The block's line keeps its allocation; its live bytes follow. */
         bucket_t *b = value_bucket(*v);
@@ -632,7 +638,7 @@ bool hk_prof_detach(void *p, uint64_t *rec)
 void hk_prof_reattach(uint64_t rec, void *at, size_t n)
 {
     hk_lock(&hk_prof_hot.lock);
-    uint64_t *v = at ? map_add(&blocks, (uintptr_t)at) : NULL;
+    uint64_t *v = at ? map_add(&sampled.blocks, (uintptr_t)at) : NULL;
     if (v) {
         size_t size = n ? n : value_size(rec);
         bucket_t *b = value_bucket(rec);
@@ -846,7 +852,7 @@ __attribute__((destructor)) static void prof_exit(void)
 void hk_prof_stats(hk_prof_stats_t *st)
 {
     hk_lock(&hk_prof_hot.lock);
-    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_hot.live, .dropped = dropped, .replayed = replayed};
+    *st = (hk_prof_stats_t){.mapped = mapped, .live = hk_prof_hot.live, .dropped = dropped, .replayed = sampled.replayed};
     hk_unlock(&hk_prof_hot.lock);
 }
 
