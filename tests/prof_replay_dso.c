@@ -24,8 +24,8 @@ static uint64_t replayed(void)
     return st.prof_replayed;
 }
 
-/* The profile's lines of blocks of `size` bytes: exactly one, of N
- * allocations, whose frames are bt's (the first one a call after bt's). */
+/* The profile's lines of blocks of `size` bytes from the site just after
+ * bt's first frame: exactly one, of N allocations, whose frames are bt's. */
 static void check_line(int size, void *const *bt, int nbt, const char *what)
 {
     char path[80];
@@ -46,7 +46,11 @@ static void check_line(int size, void *const *bt, int nbt, const char *what)
         int n = 0;
         for (char *t = at ? strtok(at + 1, " \n") : NULL; t && n < MAXF + 2; t = strtok(NULL, " \n"))
             got[n++] = (uintptr_t)strtoull(t, NULL, 16);
-        bool same = an == N && n == nbt && got[0] > (uintptr_t)bt[0] && got[0] <= (uintptr_t)bt[0] + 256;
+        /* only lines from the site: the loader's own blocks of this size
+         * (a module path of size - 1 characters) are not ours */
+        if (!n || got[0] <= (uintptr_t)bt[0] || got[0] > (uintptr_t)bt[0] + 256)
+            continue;
+        bool same = an == N && n == nbt;
         for (int i = 1; same && i < n; i++)
             same = got[i] == (uintptr_t)bt[i];
         if (!same)
