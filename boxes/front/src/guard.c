@@ -37,6 +37,15 @@ typedef struct {
     void *alloc_frames[FRAMES], *free_frames[FRAMES];
 } gblock_t;
 
+/* A block's state, start, size and mapping are read without the lock (a
+ * free or a fault asks which block an address is in while other threads
+ * set blocks up and release them): atomic accesses, LIVE published after
+ * the mapping it covers. */
+HK_INLINE uint8_t state_of(const gblock_t *b) { return __atomic_load_n(&b->state, __ATOMIC_ACQUIRE); }
+HK_INLINE void set_state(gblock_t *b, uint8_t s) { __atomic_store_n(&b->state, s, __ATOMIC_RELEASE); }
+HK_INLINE uintptr_t start_of(const gblock_t *b) { return __atomic_load_n(&b->start, __ATOMIC_RELAXED); }
+HK_INLINE size_t size_of(const gblock_t *b) { return __atomic_load_n(&b->size, __ATOMIC_RELAXED); }
+
 bool hk_guard_on;
 static unsigned nslots;
 static uintptr_t pool_lo, pool_hi; /* the pool: a guard page, then each slot and its guard */
@@ -140,28 +149,30 @@ static void report(const char *kind, const char *how, uintptr_t at, const gblock
     hk_line_str(&l, kind);
     hk_line_str(&l, how);
     put_hex(&l, at);
-    if (b && b->state != UNUSED) {
-        if (at >= b->start + b->size) {
-            hk_line_kv(&l, ", ", at - (b->start + b->size));
-            hk_line_str(&l, at - (b->start + b->size) == 1 ? " byte after" : " bytes after");
-        } else if (at < b->start) {
-            hk_line_kv(&l, ", ", b->start - at);
-            hk_line_str(&l, b->start - at == 1 ? " byte before" : " bytes before");
+    uint8_t state = b ? state_of(b) : UNUSED;
+    if (state != UNUSED) {
+        uintptr_t start = start_of(b), end = start + size_of(b);
+        if (at >= end) {
+            hk_line_kv(&l, ", ", at - end);
+            hk_line_str(&l, at - end == 1 ? " byte after" : " bytes after");
+        } else if (at < start) {
+            hk_line_kv(&l, ", ", start - at);
+            hk_line_str(&l, start - at == 1 ? " byte before" : " bytes before");
         } else {
-            hk_line_kv(&l, ", ", at - b->start);
-            hk_line_str(&l, at - b->start == 1 ? " byte into" : " bytes into");
+            hk_line_kv(&l, ", ", at - start);
+            hk_line_str(&l, at - start == 1 ? " byte into" : " bytes into");
         }
-        hk_line_kv(&l, " the ", b->size);
+        hk_line_kv(&l, " the ", end - start);
         hk_line_str(&l, "-byte block [");
-        put_hex(&l, b->start);
+        put_hex(&l, start);
         hk_line_str(&l, ", ");
-        put_hex(&l, b->start + b->size);
+        put_hex(&l, end);
         hk_line_str(&l, ")");
     }
     hk_line_log(&l);
-    if (b && b->state != UNUSED) {
+    if (state != UNUSED) {
         put_stack("  allocated by thread ", b->alloc_tid, b->alloc_frames, b->nalloc);
-        if (b->state == FREED)
+        if (state == FREED)
             put_stack("  freed by thread ", b->free_tid, b->free_frames, b->nfree);
     }
 }
@@ -187,15 +198,18 @@ static gblock_t *block_near(uintptr_t a)
         /* the guard page after slot i: slot i's block ends at it, slot
          * i+1's starts somewhere after it */
         gblock_t *n = slot(i + 1);
-        if (b->state == UNUSED)
-            return n->state == UNUSED ? NULL : n;
-        if (n->state == UNUSED)
+        if (state_of(b) == UNUSED)
+            return state_of(n) == UNUSED ? NULL : n;
+        if (state_of(n) == UNUSED)
             return b;
-        return a - (b->start + b->size) <= n->start - a ? b : n;
+        return a - (start_of(b) + size_of(b)) <= start_of(n) - a ? b : n;
     }
     for (unsigned i = 0; i < BIG_MAX; i++) {
         gblock_t *b = big(i);
-        if (b->state != UNUSED && a >= b->map && a < b->map + b->map_len)
+        if (state_of(b) == UNUSED)
+            continue;
+        uintptr_t map = __atomic_load_n(&b->map, __ATOMIC_RELAXED);
+        if (a >= map && a - map < __atomic_load_n(&b->map_len, __ATOMIC_RELAXED))
             return b;
     }
     return NULL;
@@ -229,10 +243,11 @@ static void on_fault(int sig, siginfo_t *si, void *ucv)
     const ucontext_t *uc = ucv;
     bool write = (uc->uc_mcontext.gregs[REG_ERR] & 2) != 0;
     const char *kind = "access to a guard page";
-    if (b && b->state == FREED)
+    uint8_t state = b ? state_of(b) : UNUSED;
+    if (state == FREED)
         kind = "use after free";
-    else if (b && b->state == LIVE)
-        kind = a >= b->start + b->size ? "overflow" : "underflow";
+    else if (state == LIVE)
+        kind = a >= start_of(b) + size_of(b) ? "overflow" : "underflow";
     report(kind, write ? ": write at " : ": read at ", a, b);
     void *at[FRAMES];
     const greg_t *r = uc->uc_mcontext.gregs;
@@ -305,8 +320,8 @@ static void place(gblock_t *b, uintptr_t hi, size_t n, size_t align)
         hk_os_protect((void *)first, hi - first, true);
     canary_fill(first, start);
     canary_fill(start + n, hi);
-    b->start = start;
-    b->size = n;
+    __atomic_store_n(&b->start, start, __ATOMIC_RELAXED);
+    __atomic_store_n(&b->size, n, __ATOMIC_RELAXED);
     b->lo = first;
     b->hi = hi;
     b->alloc_tid = tid();
@@ -324,7 +339,7 @@ static gblock_t *alloc_slot(size_t n, size_t align)
     ring_head = (ring_head + 1) % nslots;
     ring_len--;
     gblock_t *b = slot(i);
-    b->state = LIVE;
+    set_state(b, LIVE);
     hk_unlock(&lock);
     place(b, slot_lo(i) + SLOT_BYTES, n, align);
     return b;
@@ -348,13 +363,13 @@ static gblock_t *alloc_big(size_t n, size_t align)
     hk_lock(&lock);
     gblock_t *b = NULL;
     for (unsigned i = 0; i < BIG_MAX && !b; i++)
-        if (big(i)->state == UNUSED)
+        if (state_of(big(i)) == UNUSED)
             b = big(i);
     if (b) {
-        b->map = (uintptr_t)m;
-        b->map_len = len;
+        __atomic_store_n(&b->map, (uintptr_t)m, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->map_len, len, __ATOMIC_RELAXED);
         b->big = true;
-        b->state = LIVE;
+        set_state(b, LIVE);
         big_mapped += len;
     }
     hk_unlock(&lock);
@@ -394,7 +409,7 @@ static gblock_t *find(const void *p, gblock_t **near)
 {
     gblock_t *b = block_near((uintptr_t)p);
     *near = b;
-    return b && b->state != UNUSED && b->start == (uintptr_t)p ? b : NULL;
+    return b && state_of(b) != UNUSED && start_of(b) == (uintptr_t)p ? b : NULL;
 }
 
 bool hk_guard_owns(const void *p)
@@ -409,7 +424,7 @@ static HK_COLD void die(void) { abort(); }
 static gblock_t *live_block(void *p, const char *op)
 {
     gblock_t *near, *b = find(p, &near);
-    if (b && b->state == LIVE)
+    if (b && state_of(b) == LIVE)
         return b;
     const char *kind = !b ? "invalid free" : strcmp(op, "free") == 0 ? "double free" : "use after free";
     char how[64];
@@ -434,7 +449,7 @@ void hk_guard_free(void *p)
     b->nfree = (uint8_t)hk_stack_capture(b->free_frames, FRAMES);
     b->free_tid = tid();
     if (bad) {
-        b->state = FREED; /* the report shows the free too */
+        set_state(b, FREED); /* the report shows the free too */
         report(bad < b->start ? "underflow" : "overflow", " (a canary overwritten, found at free): at ", bad, b);
         die();
     }
@@ -443,7 +458,7 @@ void hk_guard_free(void *p)
      * at the production rate) to save a page fault per guarded block */
     hk_os_protect((void *)b->lo, b->hi - b->lo, false);
     hk_lock(&lock);
-    b->state = FREED;
+    set_state(b, FREED);
     live--;
     if (!b->big) {
         unsigned i = (unsigned)(b - blocks);
@@ -459,15 +474,15 @@ void hk_guard_free(void *p)
             unsigned unused = 0;
             for (unsigned i = 0; i < BIG_MAX; i++) {
                 gblock_t *c = big(i);
-                unused += c->state == UNUSED;
-                if (c->state == FREED && (!old || c->freed_at < old->freed_at))
+                unused += state_of(c) == UNUSED;
+                if (state_of(c) == FREED && (!old || c->freed_at < old->freed_at))
                     old = c;
             }
             if (!old || (big_kept <= BIG_KEPT_BYTES && unused >= BIG_MAX / 4))
                 break;
             /* unused before unmapped: a range the OS hands out again is
              * never taken for a guarded block's */
-            __atomic_store_n(&old->state, UNUSED, __ATOMIC_RELEASE);
+            set_state(old, UNUSED);
             hk_os_release((void *)old->map, old->map_len);
             big_kept -= old->map_len;
             big_mapped -= old->map_len;

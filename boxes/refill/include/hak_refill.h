@@ -29,7 +29,10 @@ HK_INLINE hk_chunk_t *hk_chunk_of(const void *p)
     uintptr_t top = chunk >> HK_MAP_LEAF_BITS;
     if (HK_UNLIKELY(top >= (1u << HK_MAP_TOP_BITS)))
         return NULL;
-    hk_chunk_t **leaf = __atomic_load_n(&hk_pagemap[top], __ATOMIC_RELAXED);
+    /* acquire (a plain load on x86): a pointer whose chunk no thread handed
+     * over (a guarded block's) may look in a leaf another thread has just
+     * mapped, and must see it zeroed */
+    hk_chunk_t **leaf = __atomic_load_n(&hk_pagemap[top], __ATOMIC_ACQUIRE);
     if (HK_UNLIKELY(leaf == NULL))
         return NULL;
     return __atomic_load_n(&leaf[chunk & ((1u << HK_MAP_LEAF_BITS) - 1)], __ATOMIC_RELAXED);
