@@ -14,7 +14,8 @@
 #     otherwise swallow a finding, so any report file fails the run too.
 #     abort_on_error=0 for the same reason: a finding exits 1 rather than
 #     raising the SIGABRT a misuse test waits for. No suite is excluded.
-# (b) TSan: stress_threads, thread_churn, fork_threads and pool_flow built
+# (b) TSan: stress_threads (also with guarded and profiled sampling on),
+#     thread_churn, fork_threads and pool_flow built
 #     with clang-14 (-fsanitize=thread) and -Doverride=false (they call hak_*
 #     through test_alloc_names.h; the process malloc stays glibc's, which TSan
 #     intercepts) in build/sanitize-tsan, and run with smaller counts.
@@ -174,6 +175,9 @@ run_tsan() {
     export TSAN_OPTIONS="halt_on_error=1 exitcode=66 history_size=7 second_deadlock_stack=1 die_after_fork=0 ${SANITIZE_TSAN_OPTIONS:-}"
     # Counts are cut to keep (b) near three minutes: TSan is 5-15x slower.
     tsan_run stress-threads 300 "$dir/tests/stress_threads" 30000
+    # Both samplers, often: a free asks which guarded block an address is in,
+    # without the guard's lock, while other threads set blocks up and release them.
+    tsan_run stress-threads-sampled 300 env HAKMEM_GUARD_SAMPLE=20 HAKMEM_PROF_SAMPLE=4096 "$dir/tests/stress_threads" 30000
     # More than 1,000 threads: its RSS check compares 1,000 with the total.
     tsan_run thread-churn 300 "$dir/tests/thread_churn" 1100
     tsan_run fork-threads 300 "$dir/tests/fork_threads"
