@@ -23,7 +23,8 @@
 #define BIG_KEPT_BYTES ((size_t)1 << 30)  /* address space freed big blocks may hold */
 #define FRAMES 24
 
-enum { UNUSED = 0, LIVE, FREED };
+/* SETUP: taken, its bounds not yet written (lookups treat it as no block) */
+enum { UNUSED = 0, LIVE, FREED, SETUP };
 
 typedef struct {
     uint8_t state, nalloc, nfree;
@@ -39,12 +40,14 @@ typedef struct {
 
 /* A block's state, start, size and mapping are read without the lock (a
  * free or a fault asks which block an address is in while other threads
- * set blocks up and release them): atomic accesses, LIVE published after
- * the mapping it covers. */
+ * set blocks up and release them): atomic accesses, SETUP published after
+ * the mapping it covers and LIVE after the bounds. */
 HK_INLINE uint8_t state_of(const gblock_t *b) { return __atomic_load_n(&b->state, __ATOMIC_ACQUIRE); }
 HK_INLINE void set_state(gblock_t *b, uint8_t s) { __atomic_store_n(&b->state, s, __ATOMIC_RELEASE); }
 HK_INLINE uintptr_t start_of(const gblock_t *b) { return __atomic_load_n(&b->start, __ATOMIC_RELAXED); }
 HK_INLINE size_t size_of(const gblock_t *b) { return __atomic_load_n(&b->size, __ATOMIC_RELAXED); }
+/* A block with bounds: live, or freed and kept inaccessible. */
+HK_INLINE bool has_block(uint8_t state) { return state == LIVE || state == FREED; }
 
 bool hk_guard_on;
 static unsigned nslots;
@@ -150,7 +153,7 @@ static void report(const char *kind, const char *how, uintptr_t at, const gblock
     hk_line_str(&l, how);
     put_hex(&l, at);
     uint8_t state = b ? state_of(b) : UNUSED;
-    if (state != UNUSED) {
+    if (has_block(state)) {
         uintptr_t start = start_of(b), end = start + size_of(b);
         if (at >= end) {
             hk_line_kv(&l, ", ", at - end);
@@ -170,7 +173,7 @@ static void report(const char *kind, const char *how, uintptr_t at, const gblock
         hk_line_str(&l, ")");
     }
     hk_line_log(&l);
-    if (state != UNUSED) {
+    if (has_block(state)) {
         put_stack("  allocated by thread ", b->alloc_tid, b->alloc_frames, b->nalloc);
         if (state == FREED)
             put_stack("  freed by thread ", b->free_tid, b->free_frames, b->nfree);
@@ -198,9 +201,9 @@ static gblock_t *block_near(uintptr_t a)
         /* the guard page after slot i: slot i's block ends at it, slot
          * i+1's starts somewhere after it */
         gblock_t *n = slot(i + 1);
-        if (state_of(b) == UNUSED)
-            return state_of(n) == UNUSED ? NULL : n;
-        if (state_of(n) == UNUSED)
+        if (!has_block(state_of(b)))
+            return has_block(state_of(n)) ? n : NULL;
+        if (!has_block(state_of(n)))
             return b;
         return a - (start_of(b) + size_of(b)) <= start_of(n) - a ? b : n;
     }
@@ -311,7 +314,7 @@ void hk_guard_thread_exit(void)
 
 /* Places n bytes aligned to align so that they end as close to hi as the
  * alignment allows; the block's pages become accessible, the bytes around
- * it in them canaries. */
+ * it in them canaries; then it is live (lookups see its bounds). */
 static void place(gblock_t *b, uintptr_t hi, size_t n, size_t align)
 {
     uintptr_t start = (hi - n) & ~(uintptr_t)(align - 1);
@@ -326,6 +329,7 @@ static void place(gblock_t *b, uintptr_t hi, size_t n, size_t align)
     b->hi = hi;
     b->alloc_tid = tid();
     b->nfree = 0;
+    set_state(b, LIVE);
 }
 
 static gblock_t *alloc_slot(size_t n, size_t align)
@@ -339,7 +343,7 @@ static gblock_t *alloc_slot(size_t n, size_t align)
     ring_head = (ring_head + 1) % nslots;
     ring_len--;
     gblock_t *b = slot(i);
-    set_state(b, LIVE);
+    set_state(b, SETUP);
     hk_unlock(&lock);
     place(b, slot_lo(i) + SLOT_BYTES, n, align);
     return b;
@@ -355,7 +359,7 @@ static gblock_t *alloc_big(size_t n, size_t align)
      * holds a guarded block: free() would read that block's header, which a
      * concurrent mremap of it may have unmapped. */
     size_t data = hk_align_up(n + pad, PAGE), len = hk_align_up(data + 2 * PAGE, HK_CHUNK_SIZE);
-    /* mapped first: an entry is never LIVE with a range not yet its own
+    /* mapped first: an entry is never taken with a range not yet its own
      * (the old one may be another block's by now) */
     void *m = hk_os_reserve(len, HK_CHUNK_SIZE, false);
     if (!m)
@@ -369,7 +373,7 @@ static gblock_t *alloc_big(size_t n, size_t align)
         __atomic_store_n(&b->map, (uintptr_t)m, __ATOMIC_RELAXED);
         __atomic_store_n(&b->map_len, len, __ATOMIC_RELAXED);
         b->big = true;
-        set_state(b, LIVE);
+        set_state(b, SETUP);
         big_mapped += len;
     }
     hk_unlock(&lock);
@@ -409,7 +413,7 @@ static gblock_t *find(const void *p, gblock_t **near)
 {
     gblock_t *b = block_near((uintptr_t)p);
     *near = b;
-    return b && state_of(b) != UNUSED && start_of(b) == (uintptr_t)p ? b : NULL;
+    return b && has_block(state_of(b)) && start_of(b) == (uintptr_t)p ? b : NULL;
 }
 
 bool hk_guard_owns(const void *p)
