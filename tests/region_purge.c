@@ -24,7 +24,7 @@ static void set_delay(unsigned ms)
 static hk_page_t *span(unsigned n)
 {
     bool zeroed;
-    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, 0, false, &zeroed);
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, 0, &zeroed);
     if (!pg) FAIL("hk_span_alloc(%u) failed", n);
     return pg;
 }

@@ -102,17 +102,10 @@ static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
 {
     unsigned take = hk_sample_next(n);
     void *p = take & HK_SAMPLE_GUARD ? hk_guard_alloc(n, align) : NULL;
-    if (!p && (take & HK_SAMPLE_PROF) && room <= HK_SMALL_MAX) {
-        /* a small block from the profiler's own slabs: the class route's */
-        size_t c = room <= HK_TINY_MAX ? hk_class_by16[(room + 15) >> 4] : hk_class_by128[(room + 127) >> 7];
-        if ((p = hk_prof_record(NULL, n, (unsigned)c)))
-            return p;
-        take = 0; /* not recorded: neither would p be */
-    }
     if (!p)
         p = route(hk_tls_self(), room);
     if (p && (take & HK_SAMPLE_PROF))
-        hk_prof_record(p, n, 0);
+        hk_prof_record(p, n);
     return p;
 }
 
@@ -142,7 +135,7 @@ HK_INLINE void *big_alloc_counted(size_t n, size_t align, bool *zeroed)
     else
         p = big_alloc(n, align, zeroed);
     if (p && (take & HK_SAMPLE_PROF))
-        hk_prof_record(p, n, 0);
+        hk_prof_record(p, n);
     return p;
 }
 
@@ -322,19 +315,15 @@ HK_INLINE void free_paged(void *p)
     free_small(pg, pg->cls, p);
 }
 
-/* A block of the profiler's slabs or of a page it marked (code c), or any
- * block the page map must find while sampled blocks are live: its record
- * goes first, and a block of the profiler's slabs goes back with it. A
+/* A block of a page the profiler marked (code c), or any block the page
+ * map must find while sampled blocks are live: its record goes first. A
  * block whose record was found is live, so its region stays, and on a
  * marked page its page record is found through the slab map; anything else
- * (a marked page's other blocks, a second free) takes the page map walk,
- * which also tells a region released meanwhile. */
+ * (the page's other blocks, a second free) takes the page map walk, which
+ * also tells a region released meanwhile. */
 static HK_NOINLINE void free_sampled(void *p, uint64_t c)
 {
-    unsigned f = p ? hk_prof_forget(p) : HK_PROF_UNSAMPLED;
-    if (f == HK_PROF_FREED)
-        return;
-    if (f == HK_PROF_FORGOTTEN && c == HK_SLABMAP_SAMPLED) {
+    if (p && hk_prof_forget(p) && c == HK_SLABMAP_SAMPLED) {
         hk_page_face_t *pg = hk_slabmap_face(p);
         if (pg->cls == 0) {
             free_big(hk_slabmap_chunk(p), p);
@@ -441,7 +430,7 @@ void *hak_realloc(void *p, size_t n)
                 hk_prof_reattach(rec, q == p || !q ? p : NULL, q ? n : 0);
             if (q) {
                 if (q != p && (sample_big(n) & HK_SAMPLE_PROF))
-                    hk_prof_record(q, n, 0);
+                    hk_prof_record(q, n);
                 return q;
             }
         }

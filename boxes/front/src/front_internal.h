@@ -90,14 +90,10 @@ unsigned hk_sample_next(size_t n);
 /* The caller's stack (hakmem's frames left out where they can be told). */
 unsigned hk_stack_capture(void **out, unsigned max);
 /* Records the sampled block p of n requested bytes with the caller's stack
- * (hakmem's frames left out), and returns p; with p NULL, the block is one
- * of small class c from the profiler's own slabs (hak_refill.h), and NULL
- * comes back when none was recorded (the caller makes it as usual). */
-void *hk_prof_record(void *p, size_t n, unsigned c);
-/* p is being freed: forgets its record if it has one and, if p is on the
- * profiler's own slabs, frees it too. */
-enum { HK_PROF_UNSAMPLED, HK_PROF_FORGOTTEN, HK_PROF_FREED };
-unsigned hk_prof_forget(void *p);
+ * (hakmem's frames left out). */
+void hk_prof_record(void *p, size_t n);
+/* p is being freed: forgets its record if it has one (true then). */
+bool hk_prof_forget(void *p);
 /* p, a live block, now holds n bytes (realloc in place). */
 void hk_prof_resized(void *p, size_t n);
 /* A large block about to be resized by moving its pages: its record (if it

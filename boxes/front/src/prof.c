@@ -537,7 +537,7 @@ HK_INLINE void hint_add(const void *p, uint32_t d)
     __atomic_store_n(h, *h + d, __ATOMIC_RELAXED);
 }
 
-HK_NOINLINE void *hk_prof_record(void *p, size_t n, unsigned c)
+HK_NOINLINE void hk_prof_record(void *p, size_t n)
 {
     void *frames[MAX_FRAMES];
     busy = true;
@@ -561,27 +561,21 @@ HK_NOINLINE void *hk_prof_record(void *p, size_t n, unsigned c)
             m->line[step % MEMO_LINES] = b;
         }
     }
-    void *q = b && !p ? hk_refill_sampled_take(c) : p;
-    uint64_t *v = b && q ? map_add(&sampled.blocks, (uintptr_t)q) : NULL;
+    uint64_t *v = b ? map_add(&sampled.blocks, (uintptr_t)p) : NULL;
     if (!v) {
         dropped++;
-        if (q && !p) /* never handed out: back, and the caller's own path serves */
-            hk_refill_sampled_give(q);
-        q = p;
     } else {
         *v = block_value(b->id, n);
         b->live_n++;
         b->live_b += n;
         b->alloc_n++;
         b->alloc_b += n;
-        hint_add(q, 1);
+        hint_add(p, 1);
         __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live + 1, __ATOMIC_RELAXED);
-        if (p)
-            hk_refill_page_sampled(p, 1);
+        hk_refill_page_sampled(p, 1);
     }
     hk_unlock(&hk_prof_hot.lock);
     busy = false;
-    return q;
 }
 
 /* Under the lock: takes p's record out of the block map (its line still
@@ -606,19 +600,19 @@ static void line_drop(uint64_t val)
     b->live_b -= value_size(val);
 }
 
-unsigned hk_prof_forget(void *p)
+bool hk_prof_forget(void *p)
 {
     if (!__atomic_load_n(hint_of(p), __ATOMIC_RELAXED))
-        return HK_PROF_UNSAMPLED;
+        return false;
     uint64_t val;
-    unsigned r = HK_PROF_UNSAMPLED;
     hk_lock(&hk_prof_hot.lock);
-    if (unmap_record(p, &val)) {
+    bool found = unmap_record(p, &val);
+    if (found) {
         line_drop(val);
-        r = hk_refill_sampled_give(p) ? HK_PROF_FREED : HK_PROF_FORGOTTEN;
+        hk_refill_page_sampled(p, -1);
     }
     hk_unlock(&hk_prof_hot.lock);
-    return r;
+    return found;
 }
 
 void hk_prof_resized(void *p, size_t n)
@@ -879,8 +873,6 @@ void hk_prof_configure(const hk_prof_config_t *cfg)
     for (const char *s = cfg->prefix ? cfg->prefix : ""; *s && k < sizeof prefix - 1; s++)
         prefix[k++] = *s;
     prefix[k] = 0;
-    if (cfg->on)
-        hk_refill_sampled_lock(&hk_prof_hot.lock);
     if (dl_iterate_phdr(find_own, (void *)hk_prof_record) != 1)
         own_skip = 2; /* the recording and the sampling frames (malloc's tail-calls the second) */
     void *f[4];

@@ -101,9 +101,8 @@ HK_INLINE uint64_t *hk_slabmap_slot(const void *p)
  * + m when it has it as a page of a medium slab of held class m, else a
  * value outside both ranges. */
 #define HK_SLABMAP_MEDIUM HK_NCLASS
-/* The code of a page holding a block the heap profiler sampled (a page of
- * the profiler's own slabs, or a medium page it marked): free's hit path
- * misses on it and its slow path asks the profiler. */
+/* The code of a page holding a block the heap profiler sampled: free's hit
+ * path misses on it and its slow path asks the profiler. */
 #define HK_SLABMAP_SAMPLED 255u
 HK_INLINE uint64_t hk_slabmap_class(const void *p)
 {
@@ -162,26 +161,12 @@ void *hk_refill_alloc_one(unsigned c);
 void hk_refill_free_one(unsigned c, void *p);
 /* The heap profiler's count of sampled blocks on the 64 KiB page holding p
  * (a live small or medium block; large blocks are not counted), changed by
- * d (+1 before the block is handed out, -1 before it is freed, through
- * hk_refill_sampled_give below): while above
+ * d (+1 before the block is handed out, -1 before it is freed): while above
  * 0, the slab map has the page as HK_SLABMAP_SAMPLED, so free's hit path
  * misses on every block of it; at 0 the page's code is back. Callers hold
  * one lock of their own around every call (the profiler's, which a fork
  * also holds: count and mark never disagree in a child); no lock inside. */
 void hk_refill_page_sampled(void *p, int d);
-/* The profiler's own slabs, for its sampled small blocks: a slab of them
- * holds nothing else and its pages are HK_SLABMAP_SAMPLED from its making to
- * its release, so no page is marked per sample and no other block's free
- * leaves the hit path. take: a block of class c, NULL when out of memory;
- * give: the profiler no longer follows the live block p: back to its slab,
- * tagged as free (a second free of it aborts), if p is on one of these
- * (true), else its page's count drops (hk_refill_page_sampled(p, -1)).
- * `lock` (the profiler's, which fork holds before Box 2's) is held around
- * every call, and Box 2 takes it to visit these slabs (purge, stats):
- * named once, before the first take. */
-void hk_refill_sampled_lock(hk_lock_t *lock);
-void *hk_refill_sampled_take(unsigned c);
-bool hk_refill_sampled_give(void *p);
 /* Zeroed memory for the floors' own records (thread records): `size`
  * bytes, page-aligned, never given back. NULL when the OS refuses. */
 void *hk_refill_meta(size_t size);

@@ -53,7 +53,7 @@ static hk_page_t *mslab_new(mclass_state_t *ms, unsigned m)
 {
     bool zeroed;
     unsigned n = mslab_pages[m];
-    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, m, false, &zeroed);
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_MEDIUM, m, &zeroed);
     if (!pg)
         return NULL;
     uint32_t size = hk_medium_sizes[m];

@@ -39,12 +39,6 @@ typedef struct __attribute__((aligned(64))) hk_class_state {
 static hk_class_state_t classes[HK_NCLASS][HK_REFILL_SHARDS];
 static hk_batch_t exchange[HK_NCLASS * HK_REFILL_SHARDS][CENTRAL_MAX];
 
-/* The profiler's slabs (hak_refill.h): a state per class, no exchange, its
- * slabs' records marked with this shard; under *sampled_lock. */
-#define SAMPLED_SHARD 255
-static hk_class_state_t sampled[HK_NCLASS];
-static hk_lock_t *sampled_lock;
-
 /* The exchange of the class (and shard) whose state is cs. */
 static inline hk_batch_t *batches(const hk_class_state_t *cs)
 {
@@ -106,9 +100,8 @@ static uint64_t *slab_map(hk_page_t *pg)
 static hk_page_t *slab_new(hk_class_state_t *cs, unsigned c, unsigned shard)
 {
     bool zeroed;
-    /* one page for the profiler's: it takes a block per sample, not a batch */
-    unsigned n = shard == SAMPLED_SHARD ? 1 : slab_pages(c);
-    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_SLAB, c, shard == SAMPLED_SHARD, &zeroed);
+    unsigned n = slab_pages(c);
+    hk_page_t *pg = hk_span_alloc(n, HK_PAGE_SLAB, c, &zeroed);
     if (!pg)
         return NULL;
     uint32_t size = hk_class_size[c];
@@ -309,9 +302,7 @@ HK_INLINE void slab_return(hk_class_state_t *cs, void *b)
             cs->slabs--;
             hk_span_free(pg);
         } else {
-            /* the profiler's slabs empty at almost every free: their clock
-             * starts at the purge's next visit (purge_last_slab) */
-            pg->idle_ms = pg->shard == SAMPLED_SHARD ? 0 : hk_now_ms();
+            pg->idle_ms = hk_now_ms();
         }
     }
 }
@@ -429,23 +420,6 @@ void hk_refill_free_one(unsigned c, void *p)
     hk_unlock(&cs->lock);
 }
 
-/* Caller holds cs's lock: the empty slab a class keeps goes once idle for delay ms. */
-static void purge_last_slab(hk_class_state_t *cs, uint32_t now, uint32_t delay, bool *pending)
-{
-    hk_page_t *pg = cs->partial.head;
-    if (!pg || cs->partial.n != 1 || pg->used != 0)
-        return;
-    if (!pg->idle_ms && delay) /* not timed yet (slab_return) */
-        pg->idle_ms = now | 1;
-    if (now - pg->idle_ms >= delay) {
-        hk_slab_list_remove(&cs->partial, pg);
-        cs->slabs--;
-        hk_span_free(pg);
-    } else {
-        *pending = true;
-    }
-}
-
 size_t hk_refill_purge(uint32_t delay, bool *pending)
 {
     uint32_t now = hk_now_ms();
@@ -461,15 +435,17 @@ size_t hk_refill_purge(uint32_t delay, bool *pending)
             while (cs->nbatch)
                 slab_return_list(cs, batches(cs)[--cs->nbatch].head);
         }
-        purge_last_slab(cs, now, delay, pending);
+        hk_page_t *pg = cs->partial.head;
+        if (pg && cs->partial.n == 1 && pg->used == 0) {
+            if (now - pg->idle_ms >= delay) {
+                hk_slab_list_remove(&cs->partial, pg);
+                cs->slabs--;
+                hk_span_free(pg);
+            } else {
+                *pending = true;
+            }
+        }
         hk_unlock(&cs->lock);
-    }
-    hk_lock_t *l = __atomic_load_n(&sampled_lock, __ATOMIC_ACQUIRE);
-    if (l) {
-        hk_lock(l);
-        for (unsigned c = 1; c < HK_NCLASS; c++)
-            purge_last_slab(&sampled[c], now, delay, pending);
-        hk_unlock(l);
     }
     hk_medium_purge(delay, pending);
     return hk_region_purge(delay, pending);
@@ -509,72 +485,6 @@ void hk_refill_class_stats(unsigned c, hk_refill_class_stats_t *st)
             st->slab_free += pg->capacity - pg->used;
         hk_unlock(&cs->lock);
     }
-    hk_lock_t *l = __atomic_load_n(&sampled_lock, __ATOMIC_ACQUIRE);
-    if (l) {
-        hk_lock(l);
-        st->out += sampled[c].out;
-        st->slabs += sampled[c].slabs;
-        for (hk_page_t *pg = sampled[c].partial.head; pg; pg = pg->next)
-            st->slab_free += pg->capacity - pg->used;
-        hk_unlock(l);
-    }
-}
-
-void hk_refill_sampled_lock(hk_lock_t *lock) { __atomic_store_n(&sampled_lock, lock, __ATOMIC_RELEASE); }
-
-/* carve's work for one block, less its search for the fullest slab and its list */
-void *hk_refill_sampled_take(unsigned c)
-{
-    hk_class_state_t *cs = &sampled[c];
-    hk_page_t *pg = cs->partial.head;
-    if (!pg && !(pg = slab_new(cs, c, SAMPLED_SHARD))) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    uint32_t size = hk_class_size[c];
-    char *b;
-    if (pg->nfree) {
-        uint64_t *map = pg->fmap;
-        unsigned w = 0;
-        while (!map[w])
-            w++;
-        b = slab_base(pg, size) + (size_t)(w * 64 + (unsigned)__builtin_ctzll(map[w])) * size;
-        map[w] &= map[w] - 1;
-        pg->nfree--;
-    } else {
-        b = pg->bump;
-        pg->bump += size;
-        set_limit(pg);
-    }
-    pg->used++;
-    if (!pg->nfree && pg->bump == pg->end)
-        hk_slab_list_remove(&cs->partial, pg);
-    cs->out++;
-    ((void **)b)[1] = NULL; /* a live block must never look freed */
-    return b;
-}
-
-/* Apart: the page count's path (a medium block's) saves no registers. */
-static HK_NOINLINE void sampled_return(hk_page_t *pg, void *p)
-{
-    ((uintptr_t *)p)[1] = hk_tag(p);
-    sampled[pg->cls].out--;
-    slab_return(&sampled[pg->cls], p);
-}
-
-bool hk_refill_sampled_give(void *p)
-{
-    hk_chunk_t *ch = hk_chunk_of(p);
-    if (!ch || ch->kind != HK_CHUNK_REGION)
-        return false;
-    hk_region_t *rg = hk_region_cast(ch);
-    hk_page_t *pg = &rg->page[hk_page_of(rg, p)->first];
-    if (pg->kind != HK_PAGE_SLAB || pg->shard != SAMPLED_SHARD) {
-        hk_region_page_sampled(rg, p, -1);
-        return false;
-    }
-    sampled_return(pg, p);
-    return true;
 }
 
 void hk_refill_fork(int phase)

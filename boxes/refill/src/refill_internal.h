@@ -15,7 +15,7 @@ typedef struct hk_page {
     uint8_t npages;     /* span length (first page) */
     uint8_t on_partial;
     uint8_t shard;      /* slab: the Box 2 shard that carved it */
-    uint8_t sampled;    /* a page of the profiler's slabs, or holding a block it sampled (slab map: HK_SLABMAP_SAMPLED) */
+    uint8_t sampled;    /* holds a block the heap profiler sampled (slab map: HK_SLABMAP_SAMPLED) */
     uint16_t capacity;  /* slab: blocks in the span (at most 4096) */
     uint16_t used;      /* slab: blocks handed out of the slab (first page) */
     uintptr_t start;    /* span start address */
@@ -98,9 +98,9 @@ HK_INLINE bool hk_page_is_block_start(const hk_page_t *pg, const void *p)
 
 /* Allocates a span of n pages (1..31) for a slab of class cls (kind
  * HK_PAGE_SLAB) or of medium class cls (HK_PAGE_MEDIUM), with their slab
- * map entries (HK_SLABMAP_SAMPLED for a slab of the profiler's). Sets
- * *zeroed when the span has never been written. NULL: out of memory. */
-hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool sampled, bool *zeroed);
+ * map entries. Sets *zeroed when the span has never been written. NULL:
+ * out of memory. */
+hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed);
 /* Returns a span to its region; releases the region if it holds nothing. */
 void hk_span_free(hk_page_t *first);
 
@@ -116,9 +116,6 @@ void hk_slab_list_remove(hk_slab_list_t *l, hk_page_t *pg);
 /* Decommits every run of set bits in `bits`, bit i standing for the `unit`
  * bytes at base + i * unit; returns the bytes given back. */
 size_t hk_decommit_bits(char *base, uint32_t bits, size_t unit);
-
-/* hk_refill_page_sampled for a p known to be in region rg. */
-void hk_region_page_sampled(hk_region_t *rg, void *p, int d);
 
 /* Set while the front's purge thread runs (hk_refill_purger_started). */
 extern HK_HIDDEN int hk_refill_purger;

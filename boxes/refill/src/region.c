@@ -281,7 +281,7 @@ static hk_region_t *best_run(unsigned n, int *at)
     return best;
 }
 
-hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool sampled, bool *zeroed)
+hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool *zeroed)
 {
     hk_lock(&region_lock);
     int at = 1; /* a new region's first usable page */
@@ -303,7 +303,6 @@ hk_page_t *hk_span_alloc(unsigned n, unsigned kind, unsigned cls, bool sampled, 
         memset(pg, 0, sizeof *pg);
         pg->kind = (uint8_t)kind;
         pg->first = (uint8_t)at;
-        pg->sampled = sampled;
         pg->start = start;
     }
     ch->page[at].npages = (uint8_t)n;
@@ -401,12 +400,9 @@ void hk_region_fork(int phase)
 void hk_refill_page_sampled(void *p, int d)
 {
     hk_chunk_t *ch = hk_chunk_of(p);
-    if (ch && ch->kind == HK_CHUNK_REGION) /* else a large block: its free always asks the profiler */
-        hk_region_page_sampled(hk_region_cast(ch), p, d);
-}
-
-void hk_region_page_sampled(hk_region_t *rg, void *p, int d)
-{
+    if (!ch || ch->kind != HK_CHUNK_REGION)
+        return; /* a large block: its free always asks the profiler */
+    hk_region_t *rg = (hk_region_t *)ch;
     uint16_t *count = &rg->sampled_n[((uintptr_t)p >> HK_PAGE_SHIFT) & (HK_PAGES_PER_CHUNK - 1)];
     uint16_t was = *count;
     *count = (uint16_t)(was + d);
