@@ -102,10 +102,20 @@ static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
 {
     unsigned take = hk_sample_next(n);
     void *p = take & HK_SAMPLE_GUARD ? hk_guard_alloc(n, align) : NULL;
+    if (!p && (take & HK_SAMPLE_PROF) && align <= 16 && room < HK_SMALL_MAX - 16) {
+        /* Profiled, its record in a 16-byte head (hk_prof_record): no page
+         * marked, no table entry. A block of 32 bytes or more, so that 16
+         * bytes in is never the next block's start. */
+        p = route(hk_tls_self(), (room ? room : 1) + 16);
+        if (p)
+            p = hk_prof_record(p, n, true);
+        __asm__("" : "+r"(p)); /* no tail call: a static build leaves out two frames (prof.c) */
+        return p;
+    }
     if (!p)
         p = route(hk_tls_self(), room);
     if (p && (take & HK_SAMPLE_PROF))
-        hk_prof_record(p, n);
+        hk_prof_record(p, n, false);
     return p;
 }
 
@@ -135,7 +145,7 @@ HK_INLINE void *big_alloc_counted(size_t n, size_t align, bool *zeroed)
     else
         p = big_alloc(n, align, zeroed);
     if (p && (take & HK_SAMPLE_PROF))
-        hk_prof_record(p, n);
+        hk_prof_record(p, n, false);
     return p;
 }
 
@@ -230,12 +240,31 @@ void *hak_pvalloc(size_t n)
 
 /* ---- free and size queries --------------------------------------------- */
 
+/* A handed-out block of the slab of record pg (or a free one). */
+HK_INLINE bool slab_block(const hk_page_face_t *pg, const void *p)
+{
+    return hk_slab_is_block_start(pg, p) && hk_slab_is_carved(pg, p);
+}
+
+/* p, in a slab of record pg, is 16 bytes into a block that holds its
+ * heap profile record (hk_prof_record): that block, else NULL. p - 16 is
+ * in p's slab whenever it passes slab_block (a block of the span before
+ * would end before p). */
+HK_INLINE void *recorded_inside(const hk_page_face_t *pg, void *p)
+{
+    void *blk = (char *)p - 16;
+    return hk_prof_on && slab_block(pg, blk) && hk_prof_is_inside(blk) ? blk : NULL;
+}
+
 /* Block size of the small block p, aborting on a pointer that is not one
  * (or one sitting in a free list: a use after free). */
-static size_t small_check(const hk_page_face_t *pg, const void *p, const char *op)
+static size_t small_check(const hk_page_face_t *pg, void *p, const char *op)
 {
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p) || hk_is_tagged(p)))
+    if (HK_UNLIKELY(!slab_block(pg, p) || hk_is_tagged(p))) {
+        if (recorded_inside(pg, p))
+            return hk_class_size[pg->cls] - 16;
         hk_fatal_op("invalid", op, p);
+    }
     return hk_class_size[pg->cls];
 }
 
@@ -284,11 +313,13 @@ static HK_NOINLINE HK_COLD void free_invalid(void *p)
 }
 static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
 
+static HK_NOINLINE HK_COLD void free_offset(const hk_page_face_t *pg, size_t c, void *p);
+
 /* A small block of class c in the slab of record pg: checked, then pushed. */
 HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
 {
-    if (HK_UNLIKELY(!hk_slab_is_block_start(pg, p) || !hk_slab_is_carved(pg, p))) {
-        free_invalid(p);
+    if (HK_UNLIKELY(!slab_block(pg, p))) {
+        free_offset(pg, c, p);
         return;
     }
     if (HK_UNLIKELY(hk_is_tagged(p))) {
@@ -297,6 +328,22 @@ HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
     }
     if (HK_UNLIKELY(!hk_tls_push(hk_tls_self(), c, p)))
         free_overflow(c, p);
+}
+
+/* p is no block of the slab of record pg (class c): 16 bytes into a
+ * profiled block (its record inside), a second free of one, or invalid. */
+static HK_NOINLINE HK_COLD void free_offset(const hk_page_face_t *pg, size_t c, void *p)
+{
+    void *blk = recorded_inside(pg, p);
+    if (blk && hk_prof_unrecord(blk)) {
+        free_small(pg, c, blk);
+        return;
+    }
+    blk = (char *)p - 16;
+    if (hk_prof_on && slab_block(pg, blk) && hk_is_tagged(blk))
+        free_double(p); /* its block is free: freed before, through p */
+    else
+        free_invalid(p);
 }
 
 /* The page map's path: a block the slab map did not resolve. */
@@ -386,6 +433,19 @@ static size_t usable(void *p, const char *op)
 
 size_t hak_malloc_usable_size(void *p) { return p ? usable(p, "malloc_usable_size") : 0; }
 
+/* realloc resized p in place to n bytes while sampled blocks live: its
+ * record follows, wherever it is kept. */
+static HK_NOINLINE void resized(void *p, size_t n)
+{
+    hk_chunk_t *ch = hk_chunk_of(p);
+    const hk_page_face_t *pg = ch ? hk_page_face(ch, p) : NULL;
+    void *blk = pg && pg->cls ? recorded_inside(pg, p) : NULL;
+    if (blk)
+        hk_prof_resized_inside(blk, n);
+    else
+        hk_prof_resized(p, n);
+}
+
 void *hak_realloc(void *p, size_t n)
 {
     if (!p)
@@ -399,7 +459,7 @@ void *hak_realloc(void *p, size_t n)
     bool guarded = HK_UNLIKELY(hk_guard_on) && maybe_guarded(p);
     if (n <= old && n >= old / 2 && !guarded) {
         if (HK_UNLIKELY(__atomic_load_n(&hk_prof_hot.live, __ATOMIC_RELAXED)))
-            hk_prof_resized(p, n);
+            resized(p, n);
         return p;
     }
     if (n > PTRDIFF_MAX) {
@@ -430,7 +490,7 @@ void *hak_realloc(void *p, size_t n)
                 hk_prof_reattach(rec, q == p || !q ? p : NULL, q ? n : 0);
             if (q) {
                 if (q != p && (sample_big(n) & HK_SAMPLE_PROF))
-                    hk_prof_record(q, n);
+                    hk_prof_record(q, n, false);
                 return q;
             }
         }

@@ -90,8 +90,25 @@ unsigned hk_sample_next(size_t n);
 /* The caller's stack (hakmem's frames left out where they can be told). */
 unsigned hk_stack_capture(void **out, unsigned max);
 /* Records the sampled block p of n requested bytes with the caller's stack
- * (hakmem's frames left out). */
-void hk_prof_record(void *p, size_t n);
+ * (hakmem's frames left out) and returns p; with `inside`, p is a small
+ * block at least n + 16 bytes long whose first two words take the record
+ * instead of the block map, and p + 16 comes back (p itself, an ordinary
+ * block, when no record could be made). Such a block is found by its
+ * pointer alone: 16 bytes into a block is no block start, so its free and
+ * size query leave the hit path (api.c), with no page marked. */
+void *hk_prof_record(void *p, size_t n, bool inside);
+/* The first word of a block recorded inside: keyed by the process's secret
+ * and the address, so neither a program's data nor a free block's tag
+ * (hk_tag) passes for it. */
+HK_INLINE bool hk_prof_is_inside(const void *blk)
+{
+    return ((const uintptr_t *)blk)[0] == (hk_tag(blk) ^ 0x9e3779b97f4a7c15u);
+}
+/* blk's record inside is dropped (its line stops counting it): false when
+ * blk has none, or a racing free took it first. */
+bool hk_prof_unrecord(void *blk);
+/* blk, recorded inside, now holds n bytes (realloc in place). */
+void hk_prof_resized_inside(void *blk, size_t n);
 /* p is being freed: forgets its record if it has one (true then). */
 bool hk_prof_forget(void *p);
 /* p, a live block, now holds n bytes (realloc in place). */

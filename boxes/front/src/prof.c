@@ -537,7 +537,7 @@ HK_INLINE void hint_add(const void *p, uint32_t d)
     __atomic_store_n(h, *h + d, __ATOMIC_RELAXED);
 }
 
-HK_NOINLINE void hk_prof_record(void *p, size_t n)
+HK_NOINLINE void *hk_prof_record(void *p, size_t n, bool inside)
 {
     void *frames[MAX_FRAMES];
     busy = true;
@@ -561,7 +561,7 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
             m->line[step % MEMO_LINES] = b;
         }
     }
-    uint64_t *v = b ? map_add(&sampled.blocks, (uintptr_t)p) : NULL;
+    uint64_t *v = !b ? NULL : inside ? (uint64_t *)p + 1 : map_add(&sampled.blocks, (uintptr_t)p);
     if (!v) {
         dropped++;
     } else {
@@ -570,12 +570,45 @@ HK_NOINLINE void hk_prof_record(void *p, size_t n)
         b->live_b += n;
         b->alloc_n++;
         b->alloc_b += n;
-        hint_add(p, 1);
         __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live + 1, __ATOMIC_RELAXED);
-        hk_refill_page_sampled(p, 1);
+        if (inside) {
+            ((uintptr_t *)p)[0] = hk_tag(p) ^ 0x9e3779b97f4a7c15u; /* hk_prof_is_inside */
+            p = (char *)p + 16;
+        } else {
+            hint_add(p, 1);
+            hk_refill_page_sampled(p, 1);
+        }
     }
     hk_unlock(&hk_prof_hot.lock);
     busy = false;
+    return p;
+}
+
+static void line_drop(uint64_t val);
+
+bool hk_prof_unrecord(void *blk)
+{
+    hk_lock(&hk_prof_hot.lock);
+    bool had = hk_prof_is_inside(blk); /* again, under the lock: two racing frees, one record */
+    if (had) {
+        ((uintptr_t *)blk)[0] = 0;
+        line_drop(((uint64_t *)blk)[1]);
+        __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live - 1, __ATOMIC_RELAXED);
+    }
+    hk_unlock(&hk_prof_hot.lock);
+    return had;
+}
+
+void hk_prof_resized_inside(void *blk, size_t n)
+{
+    hk_lock(&hk_prof_hot.lock);
+    if (hk_prof_is_inside(blk)) {
+        uint64_t *v = (uint64_t *)blk + 1;
+        bucket_t *b = value_bucket(*v);
+        b->live_b = b->live_b - value_size(*v) + n;
+        *v = block_value(*v >> ID_SHIFT, n);
+    }
+    hk_unlock(&hk_prof_hot.lock);
 }
 
 /* Under the lock: takes p's record out of the block map (its line still
