@@ -102,11 +102,11 @@ static HK_NOINLINE void *alloc_sampled(size_t n, size_t room, size_t align)
 {
     unsigned take = hk_sample_next(n);
     void *p = take & HK_SAMPLE_GUARD ? hk_guard_alloc(n, align) : NULL;
-    if (!p && (take & HK_SAMPLE_PROF) && align <= 16 && room < HK_SMALL_MAX - 16) {
-        /* Profiled, its record in a 16-byte head (hk_prof_record): no page
-         * marked, no table entry. A block of 32 bytes or more, so that 16
-         * bytes in is never the next block's start. */
-        p = route(hk_tls_self(), (room ? room : 1) + 16);
+    if (!p && (take & HK_SAMPLE_PROF) && align <= 16 && room < HK_SMALL_MAX - HK_PROF_HEAD) {
+        /* Profiled, its record in a head of its own block (hk_prof_record):
+         * no page marked, no table entry. A block of 48 bytes or more, so
+         * that the program's pointer is never a block start. */
+        p = route(hk_tls_self(), (room ? room : 1) + HK_PROF_HEAD);
         if (p)
             p = hk_prof_record(p, n, true);
         __asm__("" : "+r"(p)); /* no tail call: a static build leaves out two frames (prof.c) */
@@ -246,14 +246,21 @@ HK_INLINE bool slab_block(const hk_page_face_t *pg, const void *p)
     return hk_slab_is_block_start(pg, p) && hk_slab_is_carved(pg, p);
 }
 
-/* p, in a slab of record pg, is 16 bytes into a block that holds its
- * heap profile record (hk_prof_record): that block, else NULL. p - 16 is
- * in p's slab whenever it passes slab_block (a block of the span before
- * would end before p). */
+/* The block that p, in a slab of record pg, is HK_PROF_HEAD bytes into,
+ * when its class could hold a head (blocks of 16 and 32 bytes cannot: p's
+ * neighbour, whose words are not ours to read, would be the block), else
+ * NULL. It is in p's slab whenever it passes slab_block (a block of the
+ * span before would end before p). */
+HK_INLINE void *head_of(const hk_page_face_t *pg, void *p)
+{
+    void *blk = (char *)p - HK_PROF_HEAD;
+    return hk_prof_on && hk_class_size[pg->cls] > HK_PROF_HEAD && slab_block(pg, blk) ? blk : NULL;
+}
+/* p's block when it holds p's heap profile record (hk_prof_record). */
 HK_INLINE void *recorded_inside(const hk_page_face_t *pg, void *p)
 {
-    void *blk = (char *)p - 16;
-    return hk_prof_on && slab_block(pg, blk) && hk_prof_is_inside(blk) ? blk : NULL;
+    void *blk = head_of(pg, p);
+    return blk && hk_prof_is_inside(blk) ? blk : NULL;
 }
 
 /* Block size of the small block p, aborting on a pointer that is not one
@@ -262,7 +269,7 @@ static size_t small_check(const hk_page_face_t *pg, void *p, const char *op)
 {
     if (HK_UNLIKELY(!slab_block(pg, p) || hk_is_tagged(p))) {
         if (recorded_inside(pg, p))
-            return hk_class_size[pg->cls] - 16;
+            return hk_class_size[pg->cls] - HK_PROF_HEAD;
         hk_fatal_op("invalid", op, p);
     }
     return hk_class_size[pg->cls];
@@ -311,7 +318,12 @@ static HK_NOINLINE HK_COLD void free_invalid(void *p)
     else
         hk_fatal_op("invalid", "free", p);
 }
-static HK_NOINLINE HK_COLD void free_double(void *p) { hk_fatal_op("double", "free", p); }
+/* A live profiled block's head carries its tag too (hk_prof_record): p is
+ * then a pointer before the program's, which is no double free. */
+static HK_NOINLINE HK_COLD void free_double(void *p)
+{
+    hk_fatal_op(hk_prof_on && hk_prof_is_inside(p) ? "invalid" : "double", "free", p);
+}
 
 static HK_NOINLINE HK_COLD void free_offset(const hk_page_face_t *pg, size_t c, void *p);
 
@@ -330,20 +342,18 @@ HK_INLINE void free_small(const hk_page_face_t *pg, size_t c, void *p)
         free_overflow(c, p);
 }
 
-/* p is no block of the slab of record pg (class c): 16 bytes into a
- * profiled block (its record inside), a second free of one, or invalid. */
+/* p is no block of the slab of record pg (class c): a profiled block's
+ * (its record inside), a second free of one, or invalid. */
 static HK_NOINLINE HK_COLD void free_offset(const hk_page_face_t *pg, size_t c, void *p)
 {
-    void *blk = recorded_inside(pg, p);
-    if (blk && hk_prof_unrecord(blk)) {
+    void *blk = head_of(pg, p);
+    if (blk && hk_prof_is_inside(blk) && hk_prof_unrecord(blk)) {
         free_small(pg, c, blk);
         return;
     }
-    blk = (char *)p - 16;
-    if (hk_prof_on && slab_block(pg, blk) && hk_is_tagged(blk))
-        free_double(p); /* its block is free: freed before, through p */
-    else
-        free_invalid(p);
+    if (blk && hk_prof_was_inside(blk))
+        hk_fatal_op("double", "free", p); /* its record was dropped before: freed through p */
+    free_invalid(p);
 }
 
 /* The page map's path: a block the slab map did not resolve. */

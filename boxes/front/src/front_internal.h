@@ -91,18 +91,27 @@ unsigned hk_sample_next(size_t n);
 unsigned hk_stack_capture(void **out, unsigned max);
 /* Records the sampled block p of n requested bytes with the caller's stack
  * (hakmem's frames left out) and returns p; with `inside`, p is a small
- * block at least n + 16 bytes long whose first two words take the record
- * instead of the block map, and p + 16 comes back (p itself, an ordinary
- * block, when no record could be made). Such a block is found by its
- * pointer alone: 16 bytes into a block is no block start, so its free and
- * size query leave the hit path (api.c), with no page marked. */
+ * block at least n + HK_PROF_HEAD bytes long whose head takes the record
+ * instead of the block map, and p + HK_PROF_HEAD comes back (p itself, an
+ * ordinary block, when no record could be made). Such a block is found by
+ * its pointer alone: HK_PROF_HEAD bytes into a block of more is no block
+ * start, so its free and size query leave the hit path (api.c), with no
+ * page marked. The head: a word keyed by the process's secret and the
+ * address (hk_prof_is_inside), the block's free tag (hk_tag: a free of
+ * the block itself, a pointer HK_PROF_HEAD before the program's, stops at
+ * free's double-free test and is told from one there), the record, and a
+ * word set when the record is dropped (hk_prof_was_inside: a second free
+ * of the program's pointer is told from an invalid one). */
+#define HK_PROF_HEAD 32
 void *hk_prof_record(void *p, size_t n, bool inside);
-/* The first word of a block recorded inside: keyed by the process's secret
- * and the address, so neither a program's data nor a free block's tag
- * (hk_tag) passes for it. */
+HK_INLINE uintptr_t hk_prof_key(const void *blk, uintptr_t k) { return hk_tag(blk) ^ k; }
 HK_INLINE bool hk_prof_is_inside(const void *blk)
 {
-    return ((const uintptr_t *)blk)[0] == (hk_tag(blk) ^ 0x9e3779b97f4a7c15u);
+    return ((const uintptr_t *)blk)[0] == hk_prof_key(blk, 0x9e3779b97f4a7c15u);
+}
+HK_INLINE bool hk_prof_was_inside(const void *blk)
+{
+    return ((const uintptr_t *)blk)[3] == hk_prof_key(blk, 0xc2b2ae3d27d4eb4fu);
 }
 /* blk's record inside is dropped (its line stops counting it): false when
  * blk has none, or a racing free took it first. */

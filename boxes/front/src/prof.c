@@ -561,7 +561,7 @@ HK_NOINLINE void *hk_prof_record(void *p, size_t n, bool inside)
             m->line[step % MEMO_LINES] = b;
         }
     }
-    uint64_t *v = !b ? NULL : inside ? (uint64_t *)p + 1 : map_add(&sampled.blocks, (uintptr_t)p);
+    uint64_t *v = !b ? NULL : inside ? (uint64_t *)p + 2 : map_add(&sampled.blocks, (uintptr_t)p);
     if (!v) {
         dropped++;
     } else {
@@ -572,8 +572,11 @@ HK_NOINLINE void *hk_prof_record(void *p, size_t n, bool inside)
         b->alloc_b += n;
         __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live + 1, __ATOMIC_RELAXED);
         if (inside) {
-            ((uintptr_t *)p)[0] = hk_tag(p) ^ 0x9e3779b97f4a7c15u; /* hk_prof_is_inside */
-            p = (char *)p + 16;
+            uintptr_t *h = p; /* the head: front_internal.h */
+            h[0] = hk_prof_key(p, 0x9e3779b97f4a7c15u);
+            h[1] = hk_tag(p);
+            h[3] = 0;
+            p = (char *)p + HK_PROF_HEAD;
         } else {
             hint_add(p, 1);
             hk_refill_page_sampled(p, 1);
@@ -591,8 +594,10 @@ bool hk_prof_unrecord(void *blk)
     hk_lock(&hk_prof_hot.lock);
     bool had = hk_prof_is_inside(blk); /* again, under the lock: two racing frees, one record */
     if (had) {
-        ((uintptr_t *)blk)[0] = 0;
-        line_drop(((uint64_t *)blk)[1]);
+        uintptr_t *h = blk;
+        h[0] = h[1] = 0; /* no record, no tag: the block goes back as any other */
+        h[3] = hk_prof_key(blk, 0xc2b2ae3d27d4eb4fu);
+        line_drop(h[2]);
         __atomic_store_n(&hk_prof_hot.live, hk_prof_hot.live - 1, __ATOMIC_RELAXED);
     }
     hk_unlock(&hk_prof_hot.lock);
@@ -603,7 +608,7 @@ void hk_prof_resized_inside(void *blk, size_t n)
 {
     hk_lock(&hk_prof_hot.lock);
     if (hk_prof_is_inside(blk)) {
-        uint64_t *v = (uint64_t *)blk + 1;
+        uint64_t *v = (uint64_t *)blk + 2;
         bucket_t *b = value_bucket(*v);
         b->live_b = b->live_b - value_size(*v) + n;
         *v = block_value(*v >> ID_SHIFT, n);
