@@ -158,6 +158,10 @@ static void expect_bad_free(size_t n, size_t offset, int twice, const char *pref
 Test(misuse, free_interior_pointer) { expect_bad_free(100, 16, 0, "hakmem: invalid free(0x"); }
 Test(misuse, free_interior_pointer_medium) { expect_bad_free(100 * 1024, 4096, 0, "hakmem: invalid free(0x"); }
 Test(misuse, free_interior_pointer_large) { expect_bad_free(3 << 20, 4096, 0, "hakmem: invalid free(0x"); }
+/* 32 bytes before a block: with every block sampled, the head holding the
+ * block's profile record (docs/profiling.md), which must not pass for a
+ * block (it once did, and the block was handed out twice). */
+Test(misuse, free_32_before_a_block) { expect_bad_free(40, (size_t)-32, 0, "hakmem: invalid free(0x"); }
 Test(misuse, double_free_small) { expect_bad_free(32, 0, 1, "hakmem: double free(0x"); }
 Test(misuse, double_free_mid) { expect_bad_free(16 * 1024, 0, 1, "hakmem: double free(0x"); }
 Test(misuse, double_free_100k) { expect_bad_free(100 * 1024, 0, 1, "hakmem: double free(0x"); }

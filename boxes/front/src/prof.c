@@ -824,6 +824,33 @@ int hak_prof_dump(const char *path)
 }
 
 /* Estimated live bytes, un-sampled line by line as pprof does. */
+/* 1 - e^-x for x >= 0, without libm: the series directly below 1 (no
+ * cancellation), above it a power of e^-(x/k) with x/k < 1 (the series
+ * of e^-x itself does not converge in 30 terms beyond x ~ 10). */
+static double one_minus_exp_neg(double x)
+{
+    if (x >= 40)
+        return 1;
+    double term = -1, s = 0;
+    if (x < 1) {
+        for (int i = 1; i < 20; i++) {
+            term *= -x / i;
+            s += term;
+        }
+        return s;
+    }
+    unsigned k = (unsigned)x + 1;
+    double y = x / k, e = 1, r = 1;
+    term = 1;
+    for (int i = 1; i < 20; i++) {
+        term *= -y / i;
+        e += term;
+    }
+    for (unsigned i = 0; i < k; i++)
+        r *= e;
+    return 1 - r;
+}
+
 static uint64_t live_estimate(uint64_t *raw)
 {
     double est = 0;
@@ -835,12 +862,8 @@ static uint64_t live_estimate(uint64_t *raw)
         double bytes = (double)b->live_b, scale = 1;
         if (rate > 1 && b->live_b) {
             /* pprof's 1 / (1 - e^-x), x the line's average size / rate */
-            double x = bytes / (double)b->live_n / (double)rate, e = 1, term = 1;
-            for (int k = 1; k < 30 && x < 30; k++) {
-                term *= -x / k;
-                e += term;
-            }
-            scale = x < 30 && 1 - e > 0 ? 1 / (1 - e) : 1;
+            double q = one_minus_exp_neg(bytes / (double)b->live_n / (double)rate);
+            scale = q > 0 ? 1 / q : 1;
         }
         est += bytes * scale;
         *raw += b->live_b;
